@@ -1,0 +1,45 @@
+"""pip install for hkmr_ros outside ROS (runtime, training, engine building).
+
+Inside a ROS 2 workspace the package builds with colcon through CMakeLists.txt instead.
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name="hkmr_ros",
+    version="0.1.0",
+    description="Real-time 3D human mesh recovery (HKMR) for ROS 2 robots",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["hkmr_ros", "hkmr_ros.*", "training", "training.*",
+                                    "engine_build", "engine_build.*"]),
+    package_data={"hkmr_ros": ["data/*"], "training": ["configs/*.yaml", "body/data/*"]},
+    install_requires=[
+        "numpy>=1.24",
+        "opencv-python-headless>=4.8",
+        "onnxruntime>=1.17",
+        "rosbags>=0.10",
+        "pyyaml>=6",
+    ],
+    extras_require={
+        # torch itself is installed first and pinned by the caller (see README).
+        "train": [
+            "torch>=2.1",
+            "torchvision>=0.16",
+            "smplx>=0.1.28",
+            "anny>=0.6.2",
+            "scipy>=1.10",
+            "moderngl>=5.10",
+            "tensorboard>=2.14",
+            "tqdm>=4.66",
+            "matplotlib>=3.8",
+            "onnx>=1.16",
+        ],
+        "trt": ["tensorrt>=10.0", "cuda-python>=12.0"],
+        "test": ["pytest>=8", "pytest-timeout>=2.3"],
+    },
+    entry_points={
+        "console_scripts": [
+            "hkmr-body-model=training.body.cli:main",
+        ],
+    },
+)

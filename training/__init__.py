@@ -1,0 +1,1 @@
+"""Training side of hkmr_ros (PyTorch): body model, networks, data, losses, training, evaluation."""

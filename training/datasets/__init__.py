@@ -1,0 +1,1 @@
+"""Datasets: synthetic renders of the body model and SPIN-preprocessed real data."""

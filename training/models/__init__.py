@@ -1,0 +1,1 @@
+"""Networks: encoders, the HKMR and HMR regressors, the pose discriminator and the VAE prior."""
