@@ -2,6 +2,8 @@
 
 Inside a ROS 2 workspace the package builds with colcon through CMakeLists.txt instead.
 """
+from glob import glob
+
 from setuptools import find_packages, setup
 
 setup(
@@ -13,6 +15,8 @@ setup(
     packages=find_packages(include=["hkmr_ros", "hkmr_ros.*", "training", "training.*",
                                     "engine_build", "engine_build.*"]),
     package_data={"hkmr_ros": ["data/*"], "training": ["configs/*.yaml", "body/data/*"]},
+    # Message definitions for the offline tools' rosbags typestore (hkmr_ros.ros_types).
+    data_files=[("share/hkmr_ros/msg", glob("msg/*.msg"))],
     install_requires=[
         "numpy>=1.24",
         "opencv-python-headless>=4.8",
