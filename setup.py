@@ -14,7 +14,8 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["hkmr_ros", "hkmr_ros.*", "training", "training.*",
                                     "engine_build", "engine_build.*"]),
-    package_data={"hkmr_ros": ["data/*"], "training": ["configs/*.yaml", "body/data/*"]},
+    package_data={"hkmr_ros": ["data/*"],
+                  "training": ["configs/*.yaml", "body/data/*", "models/data/*", "weights/*/*"]},
     # Message definitions for the offline tools' rosbags typestore (hkmr_ros.ros_types).
     data_files=[("share/hkmr_ros/msg", glob("msg/*.msg"))],
     install_requires=[
@@ -30,6 +31,7 @@ setup(
             "torch>=2.1",
             "torchvision>=0.16",
             "smplx>=0.1.28",
+            "roma>=1.4",
             "anny>=0.6.2",
             "scipy>=1.10",
             "moderngl>=5.10",
