@@ -1,0 +1,205 @@
+"""The evaluation CLI end to end on tiny networks, a tiny body model and a few samples."""
+import json
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import pytest
+import torch
+
+from hkmr_ros.skeleton import SMPL_PARENTS
+from training import evaluate
+from training.body.body_model import load_body_model
+from training.body.joint_sets import SMPLX_VERTEX_ID_KEYS
+from training.config import Config, config_to_dict, save_config
+from training.datasets.synthetic import SyntheticDataset, generate_dataset
+from training.models.mesh_regressor import build_model
+
+NUM_SAMPLES = 3
+
+
+def write_tiny_smpl(path: Path) -> Path:
+    """A 48-vertex SMPL-format npz (two vertices per joint) that `load_body_model` accepts."""
+    rng = np.random.default_rng(0)
+    rest = np.zeros((24, 3))
+    for j in range(1, 24):  # a spread-out tree: each joint 15 cm from its parent
+        rest[j] = rest[SMPL_PARENTS[j]] + rng.normal(size=3) * 0.15
+    v_template = (rest[:, None, :] + np.array([[0.0, 0.0, 0.03], [0.0, 0.0, -0.03]])).reshape(48, 3)
+    weights = np.repeat(np.eye(24), 2, axis=0)
+    np.savez(
+        path, v_template=v_template, shapedirs=rng.normal(scale=0.01, size=(48, 3, 10)),
+        posedirs=np.zeros((48, 3, 207)), J_regressor=weights.T / 2.0, weights=weights,
+        kintree_table=np.array([[max(p, 0) if j else 4294967295 for j, p in enumerate(SMPL_PARENTS)],
+                                list(range(24))], dtype=np.int64),
+        f=np.array([[2 * j, 2 * j + 1, 2 * SMPL_PARENTS[j]] for j in range(1, 24)]),
+        vertex_ids_head_top=np.array(30),
+        **{f"vertex_ids_{k}": np.array(2 * (i % 24)) for i, k in enumerate(SMPLX_VERTEX_ID_KEYS)},
+    )
+    return path
+
+
+def tiny_config(regressor: str) -> Config:
+    cfg = Config()
+    cfg.model.encoder = "resnet18"
+    cfg.model.regressor = regressor
+    cfg.model.regressor_kwargs = (dict(inner_iters=1, outer_iters=2, embed_dim=16, hidden_dim=16)
+                                  if regressor == "hkmr" else dict(iters=2, hidden_dim=32))
+    cfg.data.image_size = 64  # the evaluation resizes the 224 crops (occluders drawn before)
+    cfg.prior.kind = "none"  # SMPLify at evaluation then fits without the VAE file
+    cfg.smplify.camera_iters, cfg.smplify.body_iters = 2, 3
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """Two checkpoints written as train.py writes them (config stored / config.yaml beside), a tiny
+    body model and a few synthetic samples rendered with it."""
+    root = tmp_path_factory.mktemp("eval")
+    torch.manual_seed(0)
+    hkmr_dir, hmr_dir = root / "hkmr_run", root / "hmr_run"
+    hkmr_dir.mkdir()
+    hmr_dir.mkdir()
+    cfg = tiny_config("hkmr")
+    torch.save({"model": build_model(cfg.model).state_dict(), "step": 1, "config": config_to_dict(cfg)},
+               hkmr_dir / "checkpoint_00000001.pt")
+    cfg = tiny_config("hmr")
+    torch.save({"model": build_model(cfg.model).state_dict(), "step": 1}, hmr_dir / "checkpoint_00000001.pt")
+    save_config(cfg, hmr_dir / "config.yaml")
+    body = write_tiny_smpl(root / "tiny_smpl.npz")
+    generate_dataset(root / "test_set", NUM_SAMPLES, seed=5, body_model=load_body_model(body), progress=False)
+    return root, hkmr_dir / "checkpoint_00000001.pt", hmr_dir / "checkpoint_00000001.pt", body
+
+
+def _batch(dataset, n):
+    items = [dataset[i] for i in range(n)]
+    return {k: torch.stack([it[k] for it in items]) for k in items[0] if k != "dataset_name"}
+
+
+def test_cli_end_to_end_with_occlusion(setup, capsys):
+    root, hkmr_ckpt, hmr_ckpt, body = setup
+    out = root / "out"
+    rc = evaluate.main([
+        "--checkpoint", str(hkmr_ckpt), "--checkpoint", str(hmr_ckpt), "--names", "HKMR", "HMR",
+        "--data", f"synthetic:{root / 'test_set'}", "--occlusion", "--kinds", "circle", "--docs", "1", "5",
+        "--joint-stride", "8", "--body-model", str(body), "--out", str(out), "--batch-size", "4",
+        "--workers", "0", "--device", "cpu", "--smplify",
+    ])
+    assert rc == 0, capsys.readouterr().err
+    results = json.loads((out / "results.json").read_text())
+    res = results["datasets"]["test_set"]
+    assert res["num_samples"] == NUM_SAMPLES
+    assert set(res["clean"]) == {"HKMR", "HMR"}
+    for name in ("HKMR", "HMR"):
+        for s in ("h36m17", "lsp14"):
+            m = res["clean"][name][s]
+            assert m["count"] == NUM_SAMPLES
+            assert np.isfinite(m["mpjpe"]) and np.isfinite(m["pa_mpjpe"])
+            assert 0 < m["pa_mpjpe"] < m["mpjpe"] * 1.5  # Procrustes removes scale/rotation error
+            assert len(m["per_joint"]["mpjpe"]) == len(m["per_joint"]["names"]) == (17 if s == "h36m17" else 14)
+            assert np.isclose(np.mean(m["per_joint"]["mpjpe"]), m["mpjpe"])  # all joints have ground truth
+
+    # occluders go on the visible joints 0, 8, 16 inside the crop
+    keypoints = _batch(SyntheticDataset(root / "test_set"), NUM_SAMPLES)["keypoints_2d"]
+    px = (keypoints[..., :2] + 1) * 112
+    placed = (keypoints[:, ::8, 2] > 0) & ((px[:, ::8] >= 0) & (px[:, ::8] < 224)).all(-1)
+    assert 0 < int(placed.sum()) <= 3 * NUM_SAMPLES
+    for name in ("HKMR", "HMR"):  # SMPLify moved the estimate
+        refined = res["smplify"][name]["lsp14"]
+        assert np.isfinite(refined["mpjpe"]) and refined["mpjpe"] != pytest.approx(res["clean"][name]["lsp14"]["mpjpe"])
+    occ = res["occlusion"]
+    assert occ["joint_set"] == "h36m17"
+    for name in ("HKMR", "HMR"):
+        row = occ["mpjpe_by_doc"][name]["circle"]
+        assert list(row) == ["0", "1", "5"]
+        assert row["0"]["mpjpe"] == pytest.approx(res["clean"][name]["h36m17"]["mpjpe"])
+        assert row["1"]["count"] == row["5"]["count"] == int(placed.sum())
+        values = [row[d]["mpjpe"] for d in ("0", "1", "5")]
+        assert all(np.isfinite(values))
+        assert values[2] != pytest.approx(values[0], abs=1e-6)  # a 50 px circle changes the prediction
+
+    md = (out / "results.md").read_text()
+    assert "| method | occluder | DoC 0 | DoC 1 | DoC 5 |" in md
+    occ_rows = [line for line in md.splitlines() if line.startswith(("| HKMR | circle", "| HMR | circle"))]
+    assert len(occ_rows) == 2 and all(len(r.strip().strip("|").split("|")) == 5 for r in occ_rows)
+    assert "| method | H36M-17 MPJPE | H36M-17 PA-MPJPE | LSP-14 MPJPE | LSP-14 PA-MPJPE |" in md
+    rows = [line for line in md.splitlines() if line.startswith(("| HKMR ", "| HMR "))]
+    assert [r.split("|")[1].strip() for r in rows[:4]] == ["HKMR", "HMR", "HKMR + SMPLify", "HMR + SMPLify"]
+    assert all(float(c) > 0 for r in rows[:4] for c in r.strip().strip("|").split("|")[1:])
+
+    png = out / "occlusion_test_set.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert matplotlib.image.imread(png).shape[0] > 100
+    assert "results written to" in capsys.readouterr().out
+
+
+def test_occluded_images_cover_the_joint_and_are_reproducible(setup):
+    batch = _batch(SyntheticDataset(setup[0] / "test_set"), 2)
+    img, kp = batch["img"], batch["keypoints_2d"].clone()
+    kp[0, 5, 2] = 0.0  # an invisible joint is never occluded
+    kp[1, 7, :2] = 1.5  # nor is one outside the crop
+    targets = evaluate.occlusion_targets(kp, joint_stride=1)
+    visible = (kp[..., 2] > 0) & (kp[..., :2].abs() < 1).all(-1)
+    assert [(i, j) for i, j, _ in targets] == [tuple(x) for x in torch.nonzero(visible).tolist()]
+    assert (0, 5) not in [(i, j) for i, j, _ in targets] and (1, 7) not in [(i, j) for i, j, _ in targets]
+    variants = evaluate.occluded_images(img, targets, "circle", 2, [0, 1], seed=0, fill="grey")
+    assert variants.shape == (len(targets), 3, 224, 224)
+    grey = evaluate.fill_image("grey", np.random.default_rng(0), torch.device("cpu"))
+    for v in (0, len(targets) - 1):
+        i, _, (x, y) = targets[v]
+        changed = (variants[v] != img[i]).any(0)
+        assert torch.allclose(variants[v][:, int(round(y)), int(round(x))], grey[:, 0, 0])  # the joint is covered
+        assert 0 < changed.sum() <= np.pi * 20 ** 2 + 200  # a radius-20 disc (DoC 2), nothing more
+    second = [(0, j, c) for i, j, c in targets if i == 1]
+    alone = evaluate.occluded_images(img[1:], second, "bar", 3, [1], 0, "texture")
+    together = evaluate.occluded_images(img, targets, "bar", 3, [0, 1], 0, "texture")
+    assert torch.equal(alone, together[-len(second):])  # the same occluders whatever the batch
+    assert not torch.equal(alone, evaluate.occluded_images(img[1:], second, "bar", 3, [1], 1, "texture"))
+
+
+def test_ground_truth_falls_back_to_the_body_model(setup):
+    body_model = load_body_model(setup[3])
+    batch = _batch(SyntheticDataset(setup[0] / "test_set", eval_keys=True), 2)
+    gt = evaluate.ground_truth(batch, body_model, torch.device("cpu"))
+    assert torch.equal(gt["h36m17"][0], batch["joints_h36m17"]) and gt["h36m17"][1].all()
+    del batch["joints_h36m17"]
+    batch["has_smpl"] = torch.tensor([1.0, 0.0])
+    batch["has_joints_3d"] = torch.tensor([0.0, 1.0])
+    gt = evaluate.ground_truth(batch, body_model, torch.device("cpu"))
+    ref = evaluate.model_joints(body_model, batch["pose"], batch["betas"])
+    h36m, mask = gt["h36m17"]
+    assert mask.tolist() == [[True] * 17, [False] * 17]
+    assert torch.allclose(h36m[0], ref["h36m17"][0])
+    lsp, mask = gt["lsp14"]
+    assert torch.allclose(lsp[0], ref["lsp14"][0]) and torch.allclose(lsp[1], batch["joints_3d"][1, :14, :3])
+    assert mask.all()
+    # a perfect prediction scores 0; samples without ground truth score NaN
+    scores = evaluate.score({s: gt[s][0] for s in gt}, gt)
+    assert scores["h36m17"]["mpjpe"][0] == pytest.approx(0.0, abs=1e-6)
+    assert np.isnan(scores["h36m17"]["mpjpe"][1]) and np.isnan(scores["h36m17"]["joint_mpjpe"][1]).all()
+    assert np.allclose(scores["lsp14"]["pa_mpjpe"], 0.0, atol=1e-6)
+    # and a wrong one scores its error in millimetres: 10 cm on one joint of 14
+    moved = {s: gt[s][0].clone() for s in gt}
+    moved["lsp14"][:, 0, 2] += 0.1
+    assert np.allclose(evaluate.score(moved, gt)["lsp14"]["mpjpe"], 100.0 / 14)
+
+
+def test_bad_input_gives_clear_errors(setup, tmp_path, capsys):
+    _, hkmr_ckpt, _, _ = setup
+    with pytest.raises(FileNotFoundError, match="nowhere.pt"):
+        evaluate.load_method(tmp_path / "nowhere.pt", "x", torch.device("cpu"))
+    lonely = tmp_path / "lonely.pt"
+    torch.save({"model": {}}, lonely)
+    with pytest.raises(FileNotFoundError, match="config.yaml"):
+        evaluate.load_method(lonely, "x", torch.device("cpu"))
+    torch.save([1, 2], tmp_path / "junk.pt")
+    with pytest.raises(ValueError, match="'model' state dict"):
+        evaluate.load_method(tmp_path / "junk.pt", "x", torch.device("cpu"))
+    with pytest.raises(ValueError, match="synthetic:DIR or spin"):
+        evaluate.build_eval_dataset("h36m")
+    with pytest.raises(FileNotFoundError, match="missing_dir"):
+        evaluate.build_eval_dataset(f"synthetic:{tmp_path / 'missing_dir'}")
+    with pytest.raises(ValueError, match="2 checkpoints"):
+        evaluate.unique_names(["a/c.pt", "b/c.pt"], ["only"])
+    assert evaluate.unique_names(["run/c.pt", "run/d.pt"], None) == ["run", "run-2"]
+    rc = evaluate.main(["--checkpoint", str(hkmr_ckpt), "--data", "nope:x", "--out", str(tmp_path / "o")])
+    assert rc == 2 and "expected synthetic:DIR" in capsys.readouterr().err
