@@ -36,6 +36,7 @@ import torch
 from scipy.spatial.transform import Rotation
 from tqdm import tqdm
 
+from training.body.pose_sampler import sample_poses  # imports roma: before any EGL context (render.py)
 from training.datasets.augment import sample_to_tensors
 from training.datasets.crop import (
     CROP_SIZE,
@@ -259,7 +260,6 @@ def list_background_images(folder: Union[str, Path]) -> List[Path]:
 
 def default_pose_sampler(n: int, seed: int) -> np.ndarray:
     """n x 72 plausible poses from `training.body.pose_sampler`."""
-    from training.body.pose_sampler import sample_poses
     return np.asarray(sample_poses(n, seed), dtype=np.float64).reshape(n, 72)
 
 
@@ -494,6 +494,8 @@ def read_manifest(root: Union[str, Path]) -> Dict:
     if manifest.get("generator_version") != GENERATOR_VERSION:
         raise ValueError(f"{path}: generator version {manifest.get('generator_version')!r}, this code "
                          f"reads version {GENERATOR_VERSION}; regenerate the data")
+    if not manifest.get("shards"):
+        raise ValueError(f"{path} lists no shards: the dataset in {root} is empty")
     for entry in manifest["shards"]:
         for key in ("images", "labels"):
             if not (root / entry[key]).is_file():
@@ -568,10 +570,19 @@ class SyntheticDataset(torch.utils.data.Dataset):
         }
 
     def __getitem__(self, index: int) -> Dict[str, object]:
-        sample = self.raw_sample(index)
+        rng = None
         if self.augment is not None:
             self._draws += 1
             rng = np.random.default_rng([torch.initial_seed(), index, self._draws])
+        return self.sample(index, rng)
+
+    def sample(self, index: int, rng: Optional[np.random.Generator] = None) -> Dict[str, object]:
+        """Sample `index` with its augmentation drawn from `rng` (training passes a generator
+        seeded by the sample's stream position, so a resumed run sees the same augmentation)."""
+        sample = self.raw_sample(index)
+        if self.augment is not None:
+            if rng is None:
+                raise ValueError("an augmenting SyntheticDataset needs a random generator per sample")
             sample = self.augment(sample, rng)
         item = sample_to_tensors(sample["img"], sample["keypoints_2d"], sample["joints_3d"],
                                  sample["pose"], sample["betas"], 1.0, 1.0, sample["center"],
