@@ -1,0 +1,287 @@
+"""HKMR's hierarchical kinematic regressor (Georgakis et al., ECCV 2020, section 3.2).
+
+Pose is regressed chain by chain and, within a chain, joint by joint:
+
+- Each chain c has a network Q_c: an embedding E_c giving psi = E_c(Phi, beta, theta_c) in R^d
+  (the five child chains also see the current theta_root), and one fully-connected layer per
+  joint. A *forward pass* predicts the update of joint i from [psi, dtheta_{i-1}, ..., dtheta_0]
+  (layer f_i; the first joint gets [psi, 0]); then theta <- theta + dtheta and psi is recomputed.
+  A *backward pass* does the same from the last joint to the first with its own layers b_i.
+- Inner iterations count passes: inner_iters=4 runs forward, backward, forward, backward (the
+  paper's best, its Table 3 counts a forward and a backward pass as two inner steps). With
+  `backward_pass=False` every pass is a forward pass.
+- Outer iterations (T): the root chain is refined first; the five child chains then take the new
+  theta_root; a shape network gives beta^t = beta^{t-1} + g(beta^{t-1}, Theta^t, Phi) and a camera
+  network (s, tx, ty) = mean + h(Theta^t, beta^t, Phi). Everything starts from the mean parameters.
+- The same E_c, f_i and b_i are used at every inner and outer iteration (the paper's iterations
+  are a learned iterative solver, as in HMR's error feedback).
+
+Speed: the five child chains are independent given theta_root, so their parameters are stacked
+along a leading chain axis and padded to the longest chain (5 joints); one `baddbmm` evaluates a
+joint layer of all five chains, padded joints are masked. The image-feature part of every E_c is
+linear in Phi, which does not change across iterations, so it is computed once per image.
+`forward_reference` runs the same parameters chain by chain without padding, for testing.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from torch import nn
+
+from training.body.chains import CHAINS, CHILD_CHAIN_NAMES, NUM_JOINTS, chain_indices, padded_child_chains
+from training.models.mean_params import SMALL_GAIN, NUM_BETAS, mean_params, regressor_outputs, rotation_dim
+
+
+def small_xavier_(weight: torch.Tensor, fan_in: int, fan_out: int, gain: float = SMALL_GAIN) -> None:
+    """Xavier-uniform with a small gain, for weights stored with extra leading (chain) axes."""
+    bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
+    with torch.no_grad():
+        weight.uniform_(-bound, bound)
+
+
+class ChainGroup(nn.Module):
+    """The networks Q_c of several chains, parameters stacked on a leading chain axis C.
+
+    Chains are padded to the longest, K joints, base first. A chain's pose is `CxBxKxR`
+    (R = 3 axis-angle or 6 for 6-D). `context` is what every chain of the group sees besides Phi
+    and its own pose: beta for the root chain, [beta, theta_root] for the child chains.
+    """
+
+    def __init__(
+        self,
+        chain_lengths: Sequence[int],
+        feat_dim: int,
+        context_dim: int,
+        rot_dim: int,
+        embed_dim: int,
+        joint_hierarchy: bool,
+        backward_pass: bool,
+    ) -> None:
+        super().__init__()
+        num_chains, length = len(chain_lengths), max(chain_lengths)
+        self.chain_lengths = tuple(chain_lengths)
+        self.length = length
+        self.context_dim = context_dim
+        self.rot_dim = rot_dim
+        self.embed_dim = embed_dim
+        self.joint_hierarchy = joint_hierarchy
+        self.backward_pass = backward_pass
+        self.padded = len(set(chain_lengths)) > 1
+        # E_c: psi = relu(W_phi Phi + W_state [context, theta_c] + b), split so W_phi Phi is computed once.
+        self.state_dim = context_dim + length * rot_dim
+        self.phi_weight = nn.Parameter(torch.empty(num_chains, feat_dim, embed_dim))
+        self.state_weight = nn.Parameter(torch.empty(num_chains, self.state_dim, embed_dim))
+        self.embed_bias = nn.Parameter(torch.empty(num_chains, 1, embed_dim))
+        # f_i / b_i: joint i of a pass reads [psi, dtheta_{i-1}, ..., dtheta_0] (first joint: [psi, 0]),
+        # or only [psi, dtheta_{i-1}] without the joint hierarchy.
+        self.in_dims = [embed_dim + rot_dim * (max(i, 1) if joint_hierarchy else 1) for i in range(length)]
+        self.forward_weights, self.forward_biases = self._joint_layers(num_chains)
+        if backward_pass:
+            self.backward_weights, self.backward_biases = self._joint_layers(num_chains)
+        lengths = torch.tensor(self.chain_lengths)
+        positions = torch.arange(length)
+        real = positions[None, :] < lengths[:, None]  # CxK
+        self.register_buffer("mask", real.float()[:, None, :, None], persistent=False)  # Cx1xKx1
+        # A backward pass visits chain position K_c-1-j at its step j; `reverse` (Cx1xKxK) maps
+        # updates from pass order back to chain order (padded positions stay in place).
+        pass_position = torch.where(real, lengths[:, None] - 1 - positions[None, :], positions[None, :])
+        reverse = nn.functional.one_hot(pass_position, length).float()
+        self.register_buffer("reverse", reverse[:, None], persistent=False)
+        self.reset_parameters()
+
+    def _joint_layers(self, num_chains: int) -> tuple[nn.ParameterList, nn.ParameterList]:
+        weights = nn.ParameterList(
+            nn.Parameter(torch.empty(num_chains, n, self.rot_dim)) for n in self.in_dims)
+        biases = nn.ParameterList(
+            nn.Parameter(torch.zeros(num_chains, 1, self.rot_dim)) for _ in self.in_dims)
+        return weights, biases
+
+    def reset_parameters(self) -> None:
+        fan_in = self.phi_weight.shape[1] + self.state_dim  # as nn.Linear over the concatenation
+        bound = 1.0 / math.sqrt(fan_in)
+        for p in (self.phi_weight, self.state_weight, self.embed_bias):
+            nn.init.uniform_(p, -bound, bound)
+        layers = [self.forward_weights] + ([self.backward_weights] if self.backward_pass else [])
+        for weights in layers:
+            for w, n in zip(weights, self.in_dims):
+                small_xavier_(w, n, self.rot_dim)
+
+    def unused_parameter_count(self) -> int:
+        """Parameters of padded joint slots, which padding keeps but no chain uses."""
+        passes = 2 if self.backward_pass else 1
+        unused = 0
+        for k in self.chain_lengths:
+            unused += (self.length - k) * self.rot_dim * self.embed_dim  # E_c rows of padded joints
+            unused += passes * sum((n + 1) * self.rot_dim for n in self.in_dims[k:])
+        return unused
+
+    def project_features(self, features: torch.Tensor) -> torch.Tensor:
+        """The image-feature term of every E_c: `BxF` -> `CxBxd`."""
+        return torch.matmul(features, self.phi_weight)
+
+    def embed(self, phi_proj: torch.Tensor, context: torch.Tensor, theta: torch.Tensor,
+              chains: slice, length: int) -> torch.Tensor:
+        """psi = E_c(Phi, context, theta_c): `CxBxd` from `CxBxd`, `CxBxM`, `CxBxKxR`."""
+        state = torch.cat([context, theta.flatten(2)], dim=-1)
+        weight = self.state_weight[chains, : self.context_dim + length * self.rot_dim]
+        return torch.relu(torch.baddbmm(phi_proj + self.embed_bias[chains], state, weight))
+
+    def joint_update(self, psi: torch.Tensor, previous: List[torch.Tensor], position: int,
+                     backward: bool, chains: slice = slice(None)) -> torch.Tensor:
+        """dtheta of the joint at step `position` of a pass: `CxBxR`.
+
+        previous: this pass's updates of the steps before, oldest first (each `CxBxR`).
+        """
+        earlier = previous[::-1] if self.joint_hierarchy else previous[-1:]
+        if not earlier:
+            earlier = [torch.zeros_like(psi[..., : self.rot_dim])]
+        weights, biases = ((self.backward_weights, self.backward_biases) if backward
+                           else (self.forward_weights, self.forward_biases))
+        x = torch.cat([psi, *earlier], dim=-1)
+        return torch.baddbmm(biases[position][chains], x, weights[position][chains])
+
+    def pass_updates(self, psi: torch.Tensor, backward: bool, length: int,
+                     chains: slice = slice(None)) -> torch.Tensor:
+        """All joint updates of one pass, each conditioned on the earlier ones: `CxBxKxR`, pass order."""
+        updates: List[torch.Tensor] = []
+        for position in range(length):
+            updates.append(self.joint_update(psi, updates, position, backward, chains))
+        return torch.stack(updates, dim=2)
+
+    def _refine(self, phi_proj: torch.Tensor, context: torch.Tensor, theta: torch.Tensor,
+                inner_iters: int, chains: slice, length: int, reverse: torch.Tensor,
+                mask: Optional[torch.Tensor]) -> torch.Tensor:
+        for step in range(inner_iters):
+            backward = self.backward_pass and step % 2 == 1
+            psi = self.embed(phi_proj, context, theta, chains, length)
+            updates = self.pass_updates(psi, backward, length, chains)
+            if backward:
+                updates = torch.matmul(reverse, updates)
+            theta = theta + (updates if mask is None else updates * mask)
+        return theta
+
+    def refine(self, phi_proj: torch.Tensor, context: torch.Tensor, theta: torch.Tensor,
+               inner_iters: int) -> torch.Tensor:
+        """The inner iterations of all chains at once: theta `CxBxKxR` (padded) -> refined."""
+        return self._refine(phi_proj, context, theta, inner_iters, slice(None), self.length,
+                            self.reverse, self.mask if self.padded else None)
+
+    def refine_chain(self, chain: int, phi_proj: torch.Tensor, context: torch.Tensor,
+                     theta: torch.Tensor, inner_iters: int) -> torch.Tensor:
+        """Reference: chain `chain` alone and unpadded, theta `1xBxK_cxR`, same parameters."""
+        length = self.chain_lengths[chain]
+        flip = torch.eye(length, device=theta.device, dtype=theta.dtype).flip(0)
+        chains = slice(chain, chain + 1)
+        return self._refine(phi_proj[chains], context[chains], theta, inner_iters, chains, length,
+                            flip, None)
+
+
+class HKMRRegressor(nn.Module):
+    """Features `BxF` -> per outer iteration rotmat, axis-angle pose, betas and camera.
+
+    Defaults (embed_dim=128, hidden=256) put a ResNet-50 HKMR at the paper's 26.2M parameters;
+    the paper does not state them (see docs/model.md).
+    """
+
+    def __init__(
+        self,
+        feat_dim: int,
+        inner_iters: int = 4,
+        outer_iters: int = 3,
+        embed_dim: int = 128,
+        hidden_dim: int = 256,
+        rotation: str = "aa",
+        joint_hierarchy: bool = True,
+        backward_pass: bool = True,
+    ) -> None:
+        super().__init__()
+        for name, value in (("feat_dim", feat_dim), ("inner_iters", inner_iters),
+                            ("outer_iters", outer_iters), ("embed_dim", embed_dim),
+                            ("hidden_dim", hidden_dim)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        self.rotation = rotation
+        self.rot_dim = rot_dim = rotation_dim(rotation)
+        self.inner_iters = inner_iters
+        self.outer_iters = outer_iters
+        root_length = len(CHAINS["root"])
+        child_lengths = [len(CHAINS[c]) for c in CHILD_CHAIN_NAMES]
+        self.root_chain = ChainGroup([root_length], feat_dim, NUM_BETAS, rot_dim, embed_dim,
+                                     joint_hierarchy, backward_pass)
+        self.child_chains = ChainGroup(child_lengths, feat_dim, NUM_BETAS + root_length * rot_dim,
+                                       rot_dim, embed_dim, joint_hierarchy, backward_pass)
+        head_in = feat_dim + NUM_JOINTS * rot_dim + NUM_BETAS
+        self.shape_net = nn.Sequential(nn.Linear(head_in, hidden_dim), nn.ReLU(),
+                                       nn.Linear(hidden_dim, NUM_BETAS))
+        self.camera_net = nn.Sequential(nn.Linear(head_in, hidden_dim), nn.ReLU(),
+                                        nn.Linear(hidden_dim, 3))
+        for head in (self.shape_net[-1], self.camera_net[-1]):
+            nn.init.xavier_uniform_(head.weight, gain=SMALL_GAIN)
+            nn.init.zeros_(head.bias)
+
+        mean = mean_params(rotation)
+        self.register_buffer("mean_pose_state", mean["pose_state"])  # 24xR
+        self.register_buffer("mean_betas", mean["betas"])
+        self.register_buffer("mean_cam", mean["cam"])
+        self.register_buffer("root_joints", chain_indices("root"), persistent=False)
+        child_joints, child_mask = padded_child_chains()
+        self.register_buffer("child_joints", child_joints, persistent=False)  # 5x5
+        self.register_buffer("child_joint_mask", child_mask.float(), persistent=False)
+        # Where each SMPL joint sits among [root slots (4), child slots (5x5 padded)] ...
+        slots = torch.cat([self.root_joints, child_joints.flatten()])
+        real = torch.cat([torch.ones(root_length, dtype=torch.bool), child_mask.flatten()])
+        joint_to_slot = torch.empty(NUM_JOINTS, dtype=torch.long)
+        joint_to_slot[slots[real]] = torch.nonzero(real).flatten()
+        self.register_buffer("joint_to_slot", joint_to_slot, persistent=False)
+        # ... and among the unpadded chains concatenated (the reference path).
+        chain_order = torch.cat([chain_indices(c) for c in ("root",) + CHILD_CHAIN_NAMES])
+        self.register_buffer("joint_to_chain_position", torch.argsort(chain_order), persistent=False)
+
+    def forward(self, features: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """features `BxF` -> dict of `rotmat` BxTx24x3x3, `pose` BxTx72, `betas` BxTx10, `cam` BxTx3."""
+        return self._regress(features, batched_chains=True)
+
+    def forward_reference(self, features: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """As `forward`, with a plain loop over the five child chains (no padding); for tests."""
+        return self._regress(features, batched_chains=False)
+
+    def _regress(self, features: torch.Tensor, batched_chains: bool) -> Dict[str, torch.Tensor]:
+        batch = features.shape[0]
+        rot_dim = self.rot_dim
+        phi_root = self.root_chain.project_features(features)  # 1xBxd
+        phi_child = self.child_chains.project_features(features)  # 5xBxd
+        theta_root = self.mean_pose_state[self.root_joints].expand(1, batch, -1, -1)
+        if batched_chains:
+            theta_child = (self.mean_pose_state[self.child_joints] * self.child_joint_mask[..., None])
+            theta_child = theta_child.unsqueeze(1).expand(-1, batch, -1, -1)  # 5xBx5xR
+        else:
+            theta_chains = [self.mean_pose_state[chain_indices(c).to(features.device)].expand(1, batch, -1, -1)
+                            for c in CHILD_CHAIN_NAMES]
+        betas = self.mean_betas.expand(batch, -1)
+        pose_states: List[torch.Tensor] = []
+        all_betas: List[torch.Tensor] = []
+        cams: List[torch.Tensor] = []
+        for _ in range(self.outer_iters):
+            theta_root = self.root_chain.refine(phi_root, betas.unsqueeze(0), theta_root, self.inner_iters)
+            context = torch.cat([betas, theta_root[0].flatten(1)], dim=-1)  # Bx(10+4R)
+            if batched_chains:
+                theta_child = self.child_chains.refine(
+                    phi_child, context.expand(theta_child.shape[0], -1, -1), theta_child, self.inner_iters)
+                slots = torch.cat([theta_root[0], theta_child.transpose(0, 1).flatten(1, 2)], dim=1)
+                pose_state = slots.index_select(1, self.joint_to_slot)  # Bx24xR
+            else:
+                theta_chains = [
+                    self.child_chains.refine_chain(c, phi_child, context.expand(len(theta_chains), -1, -1),
+                                                   theta, self.inner_iters)
+                    for c, theta in enumerate(theta_chains)]
+                ordered = torch.cat([theta_root[0]] + [theta[0] for theta in theta_chains], dim=1)
+                pose_state = ordered.index_select(1, self.joint_to_chain_position)
+            pose_flat = pose_state.reshape(batch, NUM_JOINTS * rot_dim)
+            betas = betas + self.shape_net(torch.cat([features, pose_flat, betas], dim=-1))
+            cam = self.mean_cam + self.camera_net(torch.cat([features, pose_flat, betas], dim=-1))
+            pose_states.append(pose_state)
+            all_betas.append(betas)
+            cams.append(cam)
+        return regressor_outputs(pose_states, all_betas, cams, self.rotation)
