@@ -11,7 +11,6 @@ from torch import nn
 from training.config import LossConfig
 from training.geometry import aa_to_rotmat
 from training.losses import (
-    SMPL_BETAS_WEIGHT,
     hkmr_loss,
     joints_3d_loss,
     keypoint_2d_loss,
@@ -169,7 +168,7 @@ def test_zero_when_prediction_equals_ground_truth():
 
 def test_hkmr_loss_sums_weighted_terms_over_iterations():
     batch, body, prior = _batch(), StandInBodyModel(), StandInPrior()
-    weights = LossConfig(lambda_smpl=2.0, lambda_3d=3.0, lambda_2d=4.0, lambda_kl=0.5)
+    weights = LossConfig(lambda_smpl=2.0, lambda_3d=3.0, lambda_2d=4.0, lambda_kl=0.5, lambda_betas=0.7)
     out = _outputs(t=3)
     total, terms = hkmr_loss(out, batch, body, prior, weights)
     expected = 0.0
@@ -181,7 +180,7 @@ def test_hkmr_loss_sums_weighted_terms_over_iterations():
         expected += step_total.item()
         for n in names:
             per_step_sum[n] += step_terms[n].item()
-        by_hand = (2.0 * (step_terms["smpl_pose"] + SMPL_BETAS_WEIGHT * step_terms["smpl_betas"])
+        by_hand = (2.0 * step_terms["smpl_pose"] + weights.lambda_betas * step_terms["smpl_betas"]
                    + 3.0 * step_terms["joints_3d"] + 4.0 * step_terms["keypoints_2d"] + 0.5 * step_terms["kl"])
         assert step_total.item() == pytest.approx(by_hand.item(), rel=1e-5)
     assert total.item() == pytest.approx(expected, rel=1e-5)

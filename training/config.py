@@ -66,6 +66,10 @@ class LossConfig:
     lambda_3d: float = 5.0
     lambda_2d: float = 5.0
     lambda_kl: float = 0.001
+    # betas inside L_smpl. SPIN's 0.001 suits real data, whose betas are pseudo ground truth; with
+    # exact betas (synthetic data) a larger weight stops the network from shrinking the body to
+    # lower the 3D joint error while its pose is still poor.
+    lambda_betas: float = 0.001
     lambda_adv: float = 0.1
 
 

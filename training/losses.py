@@ -20,9 +20,6 @@ from training.geometry import aa_to_rotmat, weak_perspective_project
 # spin24 indices: the pelvis, and the right and left hips (LSP order)
 SPIN24_PELVIS = 14
 SPIN24_HIPS = (2, 3)
-# weight of the betas inside L_smpl relative to the rotation matrices (SPIN's 0.001: betas are
-# of order one and ten of them, while a rotation error is spread over nine entries of order 0.1)
-SMPL_BETAS_WEIGHT = 0.001
 # normalisers are clamped here, so an all-masked term is 0 / EPS = 0
 EPS = 1e-8
 
@@ -123,7 +120,7 @@ def hkmr_loss(outputs: Dict[str, torch.Tensor], batch: Dict[str, torch.Tensor], 
                                              batch["keypoints_2d"]),
             "kl": prior_kl_loss(prior, rotmat[:, i]),
         }
-        total = total + (weights.lambda_smpl * (terms["smpl_pose"] + SMPL_BETAS_WEIGHT * terms["smpl_betas"])
+        total = total + (weights.lambda_smpl * terms["smpl_pose"] + weights.lambda_betas * terms["smpl_betas"]
                          + weights.lambda_3d * terms["joints_3d"]
                          + weights.lambda_2d * terms["keypoints_2d"]
                          + weights.lambda_kl * terms["kl"])
