@@ -43,7 +43,7 @@ short runs/ablation_outer1 $HKMR --set "model.regressor_kwargs={inner_iters: 4, 
   --data synthetic:data/synthetic/test --workers 1 --out outputs/eval_main
 "$PY" -m training.evaluate --checkpoint runs/synthetic_hkmr/checkpoint_00002000.pt \
   --checkpoint runs/synthetic_hmr/checkpoint_00002000.pt --names HKMR HMR \
-  --data synthetic:data/synthetic/test --occlusion --max-samples 150 --joint-stride 3 --workers 1 \
+  --data synthetic:data/synthetic/test --occlusion --max-samples 150 --joint-stride 1 --workers 1 \
   --batch-size 8 --out outputs/eval_occlusion
 A=runs/ablation_
 "$PY" -m training.evaluate --checkpoint ${A}full/checkpoint_00000300.pt --checkpoint ${A}hmr/checkpoint_00000300.pt \
