@@ -71,7 +71,7 @@ def true_joints_px(sample: Dict[str, np.ndarray], body_model: torch.nn.Module) -
 def run(out_dir: Path, num: int, seed: int, checkpoint: Path) -> Dict:
     from training.body.body_model import load_body_model
     from training.datasets.synthetic import SyntheticGenerator
-    from training.evaluate import load_method
+    from training.evaluate import load_method, predict
 
     device = torch.device("cpu")
     print(f"[demo] body model: loading the default (or HKMR_SMPL_MODEL)")
@@ -85,15 +85,10 @@ def run(out_dir: Path, num: int, seed: int, checkpoint: Path) -> Dict:
 
     images = np.stack([s["img"] for s in samples])
     batch = torch.stack([image_to_tensor(im) for im in images])
-    size = method.image_size
-    if size != batch.shape[-1]:
-        batch = torch.nn.functional.interpolate(batch, size=(size, size), mode="bilinear",
-                                                align_corners=False, antialias=True)
     start = time.perf_counter()
-    with torch.no_grad():
-        out = method.model(batch)
+    estimate = predict(method, batch)  # final outer iteration, input resized to the network's side
     elapsed = time.perf_counter() - start
-    rotmat, betas, cam = out["rotmat"][:, -1], out["betas"][:, -1], out["cam"][:, -1]
+    rotmat, betas, cam = estimate["rotmat"], estimate["betas"], estimate["cam"]
     with torch.no_grad():
         body = body_model(rotmat, betas)
         pred_h36m = body_model.joint_set("h36m17", body).numpy()
@@ -115,7 +110,7 @@ def run(out_dir: Path, num: int, seed: int, checkpoint: Path) -> Dict:
         panel = np.concatenate([image, pred, gt], axis=1)
         cv2.imwrite(str(out_dir / f"person_{i}.png"), cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))
         people.append({
-            "pose": out["pose"][i, -1].tolist(),
+            "pose": estimate["pose"][i].tolist(),
             "betas": betas[i].tolist(),
             "camera": cam[i].tolist(),
             "joints_3d": body.joints[i].tolist(),

@@ -19,12 +19,12 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from training.config import Config, config_from_dict, load_config
+from training.datasets.augment import resize_images
 from training.metrics import M_TO_MM, masked_mean, per_joint_errors
 from training.occlusion import DOC_LEVELS, OCCLUDER_KINDS, occluder_mask, random_texture
 
@@ -105,13 +105,6 @@ def build_eval_dataset(spec: str) -> Tuple[str, Dataset]:
 
 
 # ----------------------------------------------------------------------------- prediction and scoring
-
-def resize_images(img: torch.Tensor, size: int) -> torch.Tensor:
-    """Bx3xHxW crops -> the network's input side (the occluders are drawn at 224 before this)."""
-    if img.shape[-1] == size and img.shape[-2] == size:
-        return img
-    return F.interpolate(img, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-
 
 @torch.no_grad()
 def predict(method: Method, img: torch.Tensor) -> Dict[str, torch.Tensor]:

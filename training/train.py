@@ -26,11 +26,11 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from training.config import Config, DataConfig, config_to_dict, load_config, save_config
+from training.datasets.augment import resize_images
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint_(\d+)\.pt$")
 PRIOR_KINDS = ("vae", "discriminator", "none")
@@ -215,13 +215,6 @@ def build_loader(dataset: Dataset, cfg: Config, proc: Process, batch_per_process
 
 def to_device(batch: Dict[str, Any], device: torch.device) -> Dict[str, Any]:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-
-
-def resize_images(img: torch.Tensor, size: int) -> torch.Tensor:
-    """Bx3xHxW crops -> Bx3xsizexsize. Keypoints are in normalised crop coordinates: unchanged."""
-    if img.shape[-1] == size and img.shape[-2] == size:
-        return img
-    return F.interpolate(img, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
 
 
 # ----------------------------------------------------------------------------- prior and SMPLify

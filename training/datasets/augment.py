@@ -141,6 +141,15 @@ def image_to_tensor(img: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
 
 
+def resize_images(img: torch.Tensor, size: int) -> torch.Tensor:
+    """Bx3xHxW crops -> Bx3xsizexsize, the network's input side. Keypoints are in normalised crop
+    coordinates, so they do not change."""
+    if img.shape[-1] == size and img.shape[-2] == size:
+        return img
+    return torch.nn.functional.interpolate(img, size=(size, size), mode="bilinear", align_corners=False,
+                                           antialias=True)
+
+
 def sample_to_tensors(img: np.ndarray, keypoints_2d: np.ndarray, joints_3d: np.ndarray,
                       pose: np.ndarray, betas: np.ndarray, has_smpl: float, has_joints_3d: float,
                       center: np.ndarray, scale: float, dataset_name: str) -> Dict[str, object]:
