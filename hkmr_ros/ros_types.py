@@ -13,7 +13,7 @@ from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
 PACKAGE = "hkmr_ros"
-MESSAGE_NAMES = ("Person", "PersonArray")
+MESSAGE_NAMES = ("PersonMesh", "PersonMeshArray")
 
 # vision_msgs 4.x (Humble, Jazzy): the subset our messages use.
 VISION_MSGS = {
@@ -34,14 +34,14 @@ def _candidate_msg_dirs() -> Iterable[Path]:
 
 
 def find_msg_dir() -> Path:
-    """The folder holding Person.msg and PersonArray.msg."""
+    """The folder holding PersonMesh.msg and PersonMeshArray.msg."""
     tried = []
     for d in _candidate_msg_dirs():
         tried.append(str(d))
         if all((d / f"{name}.msg").is_file() for name in MESSAGE_NAMES):
             return d
     raise FileNotFoundError(
-        "hkmr_ros message definitions (Person.msg, PersonArray.msg) not found; looked in: "
+        "hkmr_ros message definitions (PersonMesh.msg, PersonMeshArray.msg) not found; looked in: "
         + ", ".join(tried)
     )
 

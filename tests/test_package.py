@@ -47,28 +47,35 @@ def test_init_does_not_hide_generated_msg_subpackage():
 @pytest.mark.parametrize("distro", ["humble", "jazzy"])
 def test_messages_parse_and_round_trip_through_cdr(distro):
     store = make_typestore(distro)
-    Person = store.types["hkmr_ros/msg/Person"]
-    PersonArray = store.types["hkmr_ros/msg/PersonArray"]
+    PersonMesh = store.types["hkmr_ros/msg/PersonMesh"]
+    PersonMeshArray = store.types["hkmr_ros/msg/PersonMeshArray"]
     Header = store.types["std_msgs/msg/Header"]
     Time = store.types["builtin_interfaces/msg/Time"]
     Point = store.types["geometry_msgs/msg/Point"]
+    Quaternion = store.types["geometry_msgs/msg/Quaternion"]
     Box = store.types["vision_msgs/msg/BoundingBox2D"]
     Pose2D = store.types["vision_msgs/msg/Pose2D"]
     Point2D = store.types["vision_msgs/msg/Point2D"]
     rng = np.random.default_rng(0)
-    person = Person(
-        id=3, score=0.9,
+    person = PersonMesh(
+        track_id=3, score=0.9,
         bbox=Box(center=Pose2D(position=Point2D(x=10.0, y=20.0), theta=0.0), size_x=5.0, size_y=7.0),
         pose=rng.normal(size=72).astype(np.float32), betas=rng.normal(size=10).astype(np.float32),
         camera=np.array([0.9, 0.1, -0.1], np.float32),
+        translation=Point(x=0.1, y=0.2, z=3.0),
         joints=[Point(x=float(i), y=0.5, z=2.0) for i in range(24)],
+        joint_orientations=[Quaternion(x=0.0, y=0.0, z=0.0, w=1.0) for _ in range(24)],
+        joint_confidence=np.linspace(0, 1, 24).astype(np.float32),
+        body_model="anny-smpl",
     )
-    msg = PersonArray(header=Header(stamp=Time(sec=12, nanosec=34), frame_id="camera"), people=[person])
-    raw = store.serialize_cdr(msg, "hkmr_ros/msg/PersonArray")
-    back = store.deserialize_cdr(raw, "hkmr_ros/msg/PersonArray")
+    msg = PersonMeshArray(header=Header(stamp=Time(sec=12, nanosec=34), frame_id="camera"), people=[person])
+    raw = store.serialize_cdr(msg, "hkmr_ros/msg/PersonMeshArray")
+    back = store.deserialize_cdr(raw, "hkmr_ros/msg/PersonMeshArray")
     assert back.header.frame_id == "camera" and back.header.stamp.nanosec == 34
     np.testing.assert_array_equal(back.people[0].pose, person.pose)
+    np.testing.assert_array_equal(back.people[0].joint_confidence, person.joint_confidence)
     assert [p.x for p in back.people[0].joints] == list(range(24))
+    assert back.people[0].body_model == "anny-smpl" and back.people[0].track_id == 3
 
 
 def test_unknown_distro_is_a_clear_error():
