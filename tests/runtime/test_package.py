@@ -9,7 +9,7 @@ import pytest
 
 from hkmr_ros.ros_types import make_typestore
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_package_xml_is_format_3_ament_cmake_with_real_dependencies():
