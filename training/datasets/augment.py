@@ -135,10 +135,33 @@ def jitter_colour(img: np.ndarray, pixel_noise: Sequence[float]) -> np.ndarray:
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def image_to_tensor(img: np.ndarray) -> torch.Tensor:
-    """`HxWx3` uint8 RGB -> `3xHxW` float32, ImageNet mean/std normalised (the network input)."""
-    x = (img.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+def image_to_tensor(img: np.ndarray, mean: Sequence[float] = IMAGENET_MEAN,
+                    std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
+    """`HxWx3` uint8 RGB -> `3xHxW` float32 `(rgb / 255 - mean) / std` (the network input; ImageNet
+    mean/std by default, `training.models.encoders.encoder_normalisation(name)` for an encoder)."""
+    mean = np.asarray(mean, dtype=np.float32)
+    std = np.asarray(std, dtype=np.float32)
+    x = (img.astype(np.float32) / 255.0 - mean) / std
     return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+
+
+def normalise_batch(img: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """Bx3xHxW uint8 RGB -> float32 `(rgb / 255 - mean) / std`, the batched `image_to_tensor`."""
+    m = torch.as_tensor(mean, dtype=torch.float32, device=img.device)[:, None, None]
+    s = torch.as_tensor(std, dtype=torch.float32, device=img.device)[:, None, None]
+    return (img.float() / 255.0 - m) / s
+
+
+def renormalise(img: torch.Tensor, source: Tuple[Sequence[float], Sequence[float]],
+                target: Tuple[Sequence[float], Sequence[float]]) -> torch.Tensor:
+    """Bx3xHxW float normalised with `source` (mean, std) -> normalised with `target`; the identity
+    when they are equal. Per-channel affine, so it commutes with `resize_images`."""
+    if tuple(map(float, source[0])) == tuple(map(float, target[0])) and \
+            tuple(map(float, source[1])) == tuple(map(float, target[1])):
+        return img
+    sm, ss, tm, ts = (torch.as_tensor(v, dtype=img.dtype, device=img.device)[:, None, None]
+                      for v in (*source, *target))
+    return ((img * ss + sm) - tm) / ts
 
 
 def resize_images(img: torch.Tensor, size: int) -> torch.Tensor:
@@ -152,13 +175,15 @@ def resize_images(img: torch.Tensor, size: int) -> torch.Tensor:
 
 def sample_to_tensors(img: np.ndarray, keypoints_2d: np.ndarray, joints_3d: np.ndarray,
                       pose: np.ndarray, betas: np.ndarray, has_smpl: float, has_joints_3d: float,
-                      center: np.ndarray, scale: float, dataset_name: str) -> Dict[str, object]:
+                      center: np.ndarray, scale: float, dataset_name: str,
+                      normalise: bool = True) -> Dict[str, object]:
     """The sample dict of docs/architecture.md, with exactly its keys (datasets mixed in one
-    batch must agree on them)."""
+    batch must agree on them). normalise=False keeps `img` a 3xHxW uint8 tensor (the store's
+    compact form; the training step normalises it for its encoder)."""
     def f32(x):
         return torch.as_tensor(np.asarray(x, dtype=np.float32))
     return {
-        "img": image_to_tensor(img),
+        "img": image_to_tensor(img) if normalise else torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))),
         "keypoints_2d": f32(keypoints_2d),
         "joints_3d": f32(joints_3d),
         "pose": f32(pose),
