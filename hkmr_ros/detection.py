@@ -1,0 +1,250 @@
+"""Person boxes: from an upstream vision_msgs detector, the embedded HOG detector, or a fixed region.
+
+On a robot the first-class path is an upstream detector publishing vision_msgs/Detection2DArray
+(matched to the image by stamp, filtered by class); the embedded fallback is OpenCV's HOG people
+detector (its weights ship inside OpenCV, nothing to download); a fixed region or the whole
+image serves a camera that always frames one person.
+"""
+from __future__ import annotations
+
+import bisect
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Iterable, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+from hkmr_ros.people import Detection
+
+DEFAULT_CLASSES: Tuple[str, ...] = ("person",)
+
+
+# --- upstream vision_msgs -----------------------------------------------------------------------
+
+def _hypotheses(det) -> List[Tuple[str, float]]:
+    """(class_id, score) of a vision_msgs/Detection2D's results (Humble+ and Foxy layouts)."""
+    out = []
+    for r in getattr(det, "results", []) or []:
+        hyp = getattr(r, "hypothesis", r)          # Humble+: results[i].hypothesis.class_id
+        cid = getattr(hyp, "class_id", getattr(hyp, "id", ""))  # Foxy: results[i].id
+        out.append((str(cid), float(getattr(hyp, "score", 1.0))))
+    return out
+
+
+def _box_of(det) -> np.ndarray:
+    bb = det.bbox
+    c = bb.center
+    pos = getattr(c, "position", c)                # vision_msgs 4: center.position.x; 3: center.x
+    cx, cy = float(pos.x), float(pos.y)
+    w, h = float(bb.size_x), float(bb.size_y)
+    return np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dtype=np.float64)
+
+
+def detections_from_msg(msg, classes: Optional[Sequence[str]] = DEFAULT_CLASSES,
+                        min_score: float = 0.0) -> List[Detection]:
+    """A vision_msgs/Detection2DArray (rosbags or rclpy object) -> person Detections.
+
+    `classes`: accepted class ids (case-insensitive); None or empty accepts all. A detection with
+    no hypotheses counts as class "" with score 1. Non-finite or degenerate boxes are dropped.
+    """
+    wanted = {c.lower() for c in classes} if classes else None
+    out: List[Detection] = []
+    for det in getattr(msg, "detections", []) or []:
+        hyps = _hypotheses(det) or [("", 1.0)]
+        ok = [(c, s) for c, s in hyps if wanted is None or c.lower() in wanted]
+        if not ok:
+            continue
+        label, score = max(ok, key=lambda cs: cs[1] if math.isfinite(cs[1]) else -1.0)
+        d = Detection(_box_of(det), min(max(score, 0.0), 1.0) if math.isfinite(score) else float("nan"),
+                      label or "person")
+        if d.is_valid() and d.score >= min_score:
+            out.append(d)
+    return out
+
+
+def stamp_to_ns(stamp) -> int:
+    """builtin_interfaces/Time -> integer nanoseconds."""
+    return int(stamp.sec) * 1_000_000_000 + int(getattr(stamp, "nanosec", getattr(stamp, "nsec", 0)))
+
+
+class DetectionBuffer:
+    """Recent upstream detections by stamp, so an image finds the ones computed on it.
+
+    Detectors publish the image's own stamp; `tolerance_ns` allows for drivers that restamp.
+    """
+
+    def __init__(self, capacity: int = 64, tolerance_ns: int = 5_000_000):
+        if capacity < 1 or tolerance_ns < 0:
+            raise ValueError(f"DetectionBuffer needs capacity >= 1 and tolerance_ns >= 0, got {capacity}, {tolerance_ns}")
+        self.capacity = int(capacity)
+        self.tolerance_ns = int(tolerance_ns)
+        self._items: "OrderedDict[int, List[Detection]]" = OrderedDict()
+        self._stamps: List[int] = []
+
+    def add(self, stamp_ns: int, detections: List[Detection]) -> None:
+        stamp_ns = int(stamp_ns)
+        if stamp_ns not in self._items:
+            bisect.insort(self._stamps, stamp_ns)
+        self._items[stamp_ns] = list(detections)
+        while len(self._stamps) > self.capacity:
+            oldest = self._stamps.pop(0)
+            self._items.pop(oldest, None)
+
+    def match(self, stamp_ns: int) -> Optional[List[Detection]]:
+        """The detections whose stamp is nearest to `stamp_ns` within tolerance, else None."""
+        if not self._stamps:
+            return None
+        i = bisect.bisect_left(self._stamps, int(stamp_ns))
+        best = None
+        for k in (i - 1, i):
+            if 0 <= k < len(self._stamps):
+                dt = abs(self._stamps[k] - int(stamp_ns))
+                if dt <= self.tolerance_ns and (best is None or dt < best[0]):
+                    best = (dt, self._stamps[k])
+        return None if best is None else self._items[best[1]]
+
+    def __len__(self) -> int:
+        return len(self._stamps)
+
+
+# --- boxes --------------------------------------------------------------------------------------
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Nx4 and Mx4 boxes (x0, y0, x1, y1) -> NxM intersection over union."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    x0 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y0 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x1 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y1 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def non_max_suppression(dets: List[Detection], iou_threshold: float = 0.5) -> List[Detection]:
+    """Keep the highest-scoring of overlapping boxes."""
+    order = sorted(dets, key=lambda d: -d.score)
+    kept: List[Detection] = []
+    for d in order:
+        if all(box_iou(d.box, k.box)[0, 0] < iou_threshold for k in kept):
+            kept.append(d)
+    return kept
+
+
+def clean_detections(dets: Iterable[Detection], width: int, height: int,
+                     max_people: int, min_score: float = 0.0) -> List[Detection]:
+    """Drop invalid boxes (NaN, degenerate, outside the image), clip, keep the best `max_people`."""
+    out = []
+    for d in dets:
+        if not isinstance(d, Detection):
+            continue
+        if not d.is_valid(width, height) or d.score < min_score:
+            continue
+        b = d.box.copy()
+        b[[0, 2]] = np.clip(b[[0, 2]], 0, width)
+        b[[1, 3]] = np.clip(b[[1, 3]], 0, height)
+        if b[2] - b[0] >= 4 and b[3] - b[1] >= 4:
+            out.append(Detection(b, d.score, d.label))
+    out.sort(key=lambda d: -d.score)
+    return out[:max(int(max_people), 0)]
+
+
+# --- detectors ----------------------------------------------------------------------------------
+
+class FixedRegionDetector:
+    """Always the same box (pixels), or the whole image when `box` is None."""
+
+    name = "fixed"
+
+    def __init__(self, box: Optional[Sequence[float]] = None):
+        self.box = None if box is None else np.asarray(box, dtype=np.float64).reshape(4)
+        if self.box is not None and not (np.all(np.isfinite(self.box)) and self.box[2] > self.box[0]
+                                         and self.box[3] > self.box[1]):
+            raise ValueError(f"fixed region must be a finite (x0, y0, x1, y1) with x1 > x0, y1 > y0, got {box!r}")
+
+    def __call__(self, image_rgb: np.ndarray) -> List[Detection]:
+        h, w = image_rgb.shape[:2]
+        box = self.box if self.box is not None else np.array([0.0, 0.0, w, h])
+        return [Detection(box, 1.0, "person")]
+
+
+@dataclass
+class HogConfig:
+    """OpenCV HOG people detector settings.
+
+    downscale: the image is shrunk by this factor first (HOG's cost is ~quadratic in it; the
+    smallest person found is 128 * downscale pixels tall, window 64x128 at 8-pixel cells).
+    """
+
+    downscale: float = 2.0
+    win_stride: int = 8
+    pyramid_scale: float = 1.1
+    hit_threshold: float = 0.0
+    min_score: float = 0.3
+    nms_iou: float = 0.45
+
+
+class HogDetector:
+    """OpenCV's built-in HOG + linear SVM pedestrian detector (Dalal & Triggs), no download.
+
+    Its boxes are the 64x128 window, looser than a person: they are shrunk to the central
+    48x104 (the pedestrian inside the window) so the crop rule sees the boxes it was trained on.
+    """
+
+    name = "hog"
+    # fraction of the window occupied by the person (width, height)
+    BODY_W, BODY_H = 0.55, 0.82
+
+    def __init__(self, config: Optional[HogConfig] = None):
+        if not hasattr(cv2, "HOGDescriptor"):
+            raise RuntimeError(
+                f"OpenCV {cv2.__version__} has no HOGDescriptor (removed in OpenCV 5); install "
+                "opencv-python-headless<5 or use upstream detections / a fixed region")
+        self.config = config or HogConfig()
+        if not (1.0 <= self.config.downscale <= 8.0):
+            raise ValueError(f"HOG downscale must be in [1, 8], got {self.config.downscale}")
+        self._hog = cv2.HOGDescriptor()
+        self._hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
+
+    def __call__(self, image_rgb: np.ndarray) -> List[Detection]:
+        c = self.config
+        h, w = image_rgb.shape[:2]
+        gray = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2GRAY)
+        f = float(c.downscale)
+        if f != 1.0:
+            gray = cv2.resize(gray, (max(int(round(w / f)), 1), max(int(round(h / f)), 1)),
+                              interpolation=cv2.INTER_AREA)
+        if gray.shape[0] < 128 or gray.shape[1] < 64:
+            return []
+        rects, weights = self._hog.detectMultiScale(
+            gray, hitThreshold=c.hit_threshold, winStride=(c.win_stride, c.win_stride),
+            padding=(8, 8), scale=c.pyramid_scale)
+        dets = []
+        sx = sy = f
+        for (x, y, bw, bh), wt in zip(np.asarray(rects).reshape(-1, 4), np.asarray(weights).reshape(-1)):
+            cx, cy = (x + bw / 2) * sx, (y + bh / 2) * sy
+            pw, ph = bw * sx * self.BODY_W, bh * sy * self.BODY_H
+            score = float(1.0 / (1.0 + math.exp(-2.0 * float(wt))))  # SVM margin -> (0, 1)
+            if score >= c.min_score:
+                dets.append(Detection([cx - pw / 2, cy - ph / 2, cx + pw / 2, cy + ph / 2], score, "person"))
+        return non_max_suppression(dets, c.nms_iou)
+
+
+def make_detector(kind: str, box: Optional[Sequence[float]] = None, hog: Optional[HogConfig] = None):
+    """'hog' | 'fixed' (needs `box`) | 'whole_image' | 'none' (upstream detections only)."""
+    if kind == "hog":
+        return HogDetector(hog)
+    if kind == "fixed":
+        if box is None:
+            raise ValueError("detector 'fixed' needs a box (x0, y0, x1, y1)")
+        return FixedRegionDetector(box)
+    if kind == "whole_image":
+        return FixedRegionDetector(None)
+    if kind in ("none", "upstream"):
+        return None
+    raise ValueError(f"unknown detector {kind!r}; expected 'hog', 'fixed', 'whole_image' or 'none'")

@@ -1,0 +1,254 @@
+"""Tracks with stable ids: boxes matched by IoU and by the previous frame's joints.
+
+Between detections a track's next crop comes from its last predicted 2D joints (as MediaPipe's
+pose tracker does), so the detector only runs when a track is lost, every N frames to find
+newcomers, or when upstream detections arrive. A track ends when it leaves the image, when its
+box degenerates, when detections stop confirming it, or when it duplicates an older track.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from hkmr_ros.detection import box_iou
+from hkmr_ros.people import Detection
+from hkmr_ros.smoothing import PersonSmoother, SmoothingConfig
+
+
+@dataclass
+class TrackingConfig:
+    """enabled: False runs the detector on every frame and reports track id 0.
+    detect_every: frames between detector runs while every track is fine (newcomers).
+    iou_threshold: least match quality (0.5 IoU + 0.5 share of the track's joints in the box).
+    max_unconfirmed: detector runs in a row that miss a track before it ends.
+    joint_box_scale: joint bounding box -> person box (the joints stop short of the head top,
+    the feet and the fingertips). motion: share of last frame's box motion extrapolated.
+    duplicate_iou: two tracks overlapping more than this are one person; the younger ends.
+    min_inside: least share of the person box inside the image to keep a track.
+    """
+
+    enabled: bool = True
+    detect_every: int = 10
+    iou_threshold: float = 0.3
+    max_unconfirmed: int = 4
+    joint_box_scale: float = 1.2
+    motion: float = 0.5
+    duplicate_iou: float = 0.7
+    min_inside: float = 0.3
+    min_box_side: float = 16.0
+
+    def validate(self) -> None:
+        checks = [
+            (isinstance(self.detect_every, int) and 1 <= self.detect_every <= 100_000, "detect_every must be an integer in [1, 100000]"),
+            (0.0 < self.iou_threshold < 1.0, "iou_threshold must be in (0, 1)"),
+            (isinstance(self.max_unconfirmed, int) and 1 <= self.max_unconfirmed <= 1000, "max_unconfirmed must be an integer in [1, 1000]"),
+            (1.0 <= self.joint_box_scale <= 3.0, "joint_box_scale must be in [1, 3]"),
+            (0.0 <= self.motion <= 1.0, "motion must be in [0, 1]"),
+            (0.0 < self.duplicate_iou <= 1.0, "duplicate_iou must be in (0, 1]"),
+            (0.0 <= self.min_inside <= 1.0, "min_inside must be in [0, 1]"),
+            (0.0 < self.min_box_side < 10_000, "min_box_side must be in (0, 10000) pixels"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(f"tracking.{msg}, got {self}")
+
+
+def joints_box(joints_2d: np.ndarray, scale: float) -> np.ndarray:
+    """24x2 image joints -> person box (x0, y0, x1, y1) around them, enlarged by `scale`
+    (a bit more upwards: the head joint is well below the top of the head)."""
+    lo, hi = np.min(joints_2d, axis=0), np.max(joints_2d, axis=0)
+    c = (lo + hi) / 2.0
+    half = (hi - lo) / 2.0 * scale
+    up = (hi[1] - lo[1]) * (scale - 1.0) * 0.25
+    return np.array([c[0] - half[0], c[1] - half[1] - up, c[0] + half[0], c[1] + half[1]])
+
+
+def inside_fraction(box: np.ndarray, width: int, height: int) -> float:
+    """Share of the box's area inside the image."""
+    area = max((box[2] - box[0]) * (box[3] - box[1]), 1e-9)
+    ix = max(0.0, min(box[2], width) - max(box[0], 0.0))
+    iy = max(0.0, min(box[3], height) - max(box[1], 0.0))
+    return float(ix * iy / area)
+
+
+class Track:
+    """One person followed over frames."""
+
+    def __init__(self, track_id: int, box: np.ndarray, score: float, smoothing: SmoothingConfig):
+        self.track_id = track_id
+        self.box = np.asarray(box, dtype=np.float64)   # last person box (detected or from joints)
+        self.prev_box: Optional[np.ndarray] = None
+        self.joints_2d: Optional[np.ndarray] = None
+        self.score = float(score)
+        self.hits = 0
+        self.unconfirmed = 0
+        self.smoother = PersonSmoother(smoothing)
+
+    def predicted_box(self, motion: float) -> np.ndarray:
+        """Where the person should be now: the last box moved on by `motion` of its last step."""
+        if self.prev_box is None or motion == 0:
+            return self.box.copy()
+        return self.box + motion * (self.box - self.prev_box)
+
+
+@dataclass
+class Candidate:
+    """A crop to run the estimator on: its person box, and which track (None = new) it feeds."""
+
+    box: np.ndarray
+    score: float
+    track: Optional[Track]
+    from_detection: bool
+
+
+class Tracker:
+    """Decides where to crop and keeps ids; the pipeline runs the estimator in between."""
+
+    def __init__(self, config: TrackingConfig, smoothing: SmoothingConfig, max_people: int):
+        config.validate()
+        self.config = config
+        self.smoothing = smoothing
+        self.max_people = max_people
+        self.tracks: List[Track] = []
+        self.next_id = 1
+        self.frames_since_detection = 10 ** 9
+        self.force_detection = True
+
+    def reset(self) -> List[int]:
+        ended = [t.track_id for t in self.tracks]
+        self.tracks = []
+        self.force_detection = True
+        return ended
+
+    def needs_detection(self) -> bool:
+        """Run the detector this frame? (no tracks, a track was lost, or N frames since the last)."""
+        if not self.config.enabled:
+            return True
+        return (self.force_detection or not self.tracks
+                or self.frames_since_detection + 1 >= self.config.detect_every)
+
+    def _match_cost(self, det: Detection, track: Track) -> float:
+        """Match quality in [0, 1]: half box IoU, half share of the track's joints inside the box."""
+        pred = track.predicted_box(self.config.motion)
+        iou = float(box_iou(det.box, pred)[0, 0])
+        if track.joints_2d is None:
+            return iou
+        j = track.joints_2d
+        b = det.box
+        inside = np.mean((j[:, 0] >= b[0]) & (j[:, 0] <= b[2]) & (j[:, 1] >= b[1]) & (j[:, 1] <= b[3]))
+        return 0.5 * iou + 0.5 * float(inside)
+
+    def candidates(self, detections: Optional[List[Detection]]) -> Tuple[List[Candidate], List[int]]:
+        """Crops for this frame. `detections` None = the detector did not run.
+
+        Returns the candidates and the ids of tracks that ended here (unconfirmed too long).
+        """
+        ended: List[int] = []
+        if not self.config.enabled:
+            dets = detections or []
+            return [Candidate(d.box, d.score, None, True) for d in dets[:self.max_people]], ended
+        if detections is None:
+            self.frames_since_detection += 1
+            return [Candidate(t.predicted_box(self.config.motion), t.score, t, False) for t in self.tracks], ended
+        self.frames_since_detection = 0
+        self.force_detection = False
+        # greedy assignment on match quality (few people: greedy equals Hungarian in practice)
+        pairs = sorted(((self._match_cost(d, t), i, k) for i, d in enumerate(detections)
+                        for k, t in enumerate(self.tracks)), reverse=True)
+        used_d, used_t = set(), set()
+        out: List[Candidate] = []
+        for q, i, k in pairs:
+            if q < self.config.iou_threshold or i in used_d or k in used_t:
+                continue
+            used_d.add(i)
+            used_t.add(k)
+            t = self.tracks[k]
+            t.unconfirmed = 0
+            t.score = detections[i].score
+            out.append(Candidate(detections[i].box, detections[i].score, t, True))
+        keep: List[Track] = []
+        for k, t in enumerate(self.tracks):
+            if k in used_t:
+                keep.append(t)
+                continue
+            t.unconfirmed += 1
+            if t.unconfirmed >= self.config.max_unconfirmed:
+                ended.append(t.track_id)
+                continue
+            keep.append(t)
+            out.append(Candidate(t.predicted_box(self.config.motion), t.score, t, False))
+        self.tracks = keep
+        room = self.max_people - len(self.tracks)
+        for i, d in enumerate(detections):
+            if i in used_d or room <= 0:
+                continue
+            # a detection over a track that kept its own crop is that track, not a newcomer
+            if any(float(box_iou(d.box, c.box)[0, 0]) > 0.5 for c in out):
+                continue
+            out.append(Candidate(d.box, d.score, None, True))
+            room -= 1
+        if ended:
+            self.force_detection = True
+        return out, ended
+
+    def commit(self, cand: Candidate, joints_2d: Optional[np.ndarray], width: int, height: int) -> Optional[Track]:
+        """Record the estimate of a candidate (its image joints, None = unusable). Returns the
+        track it belongs to, or None if the track ended (or no new track was started)."""
+        c = self.config
+        ok = joints_2d is not None and np.all(np.isfinite(joints_2d))
+        box = joints_box(joints_2d, c.joint_box_scale) if ok else None
+        if ok and (min(box[2] - box[0], box[3] - box[1]) < c.min_box_side
+                   or inside_fraction(box, width, height) < c.min_inside):
+            ok = False
+        if not c.enabled:
+            if not ok:
+                return None
+            t = Track(0, box, cand.score, self.smoothing)
+            t.joints_2d = joints_2d
+            return t
+        t = cand.track
+        if not ok:
+            if t is not None:
+                self.tracks = [x for x in self.tracks if x is not t]
+                self.force_detection = True
+            return None
+        if t is None:
+            t = Track(self.next_id, box, cand.score, self.smoothing)
+            self.next_id += 1
+            self.tracks.append(t)
+        t.prev_box, t.box = t.box, box
+        if t.hits == 0:
+            t.prev_box = None
+        t.joints_2d = joints_2d
+        t.hits += 1
+        return t
+
+    def drop(self, track: Track) -> None:
+        self.tracks = [x for x in self.tracks if x is not track]
+        self.force_detection = True
+
+    def remove_duplicates(self) -> List[int]:
+        """End the younger of two tracks on the same person; returns the ended ids."""
+        ended: List[int] = []
+        order = sorted(self.tracks, key=lambda t: (-t.hits, t.track_id))
+        kept: List[Track] = []
+        for t in order:
+            if any(float(box_iou(t.box, k.box)[0, 0]) > self.config.duplicate_iou for k in kept):
+                ended.append(t.track_id)
+            else:
+                kept.append(t)
+        if ended:
+            self.tracks = [t for t in self.tracks if t.track_id not in set(ended)]
+        return ended
+
+    def enforce_max(self) -> List[int]:
+        """Keep at most max_people tracks (the longest-lived)."""
+        if len(self.tracks) <= self.max_people:
+            return []
+        order = sorted(self.tracks, key=lambda t: (-t.hits, t.track_id))
+        ended = [t.track_id for t in order[self.max_people:]]
+        self.tracks = order[:self.max_people]
+        return ended
