@@ -1,29 +1,31 @@
-"""ONNX export of a trained mesh regressor, validated against PyTorch with onnxruntime.
+"""ONNX export of a trained mesh regressor with its body model inside, validated against PyTorch.
 
-    python -m engine_build.onnx_export --checkpoint training/weights/hkmr_default/model.pt --out model.onnx
+    python -m engine_build --checkpoint training/weights/hkmr_default/model.pt --out hkmr_ros/data/hkmr_default.onnx
 
-The graph has one input, `image` (`Bx3xSxS` float32, ImageNet-normalised RGB, S the checkpoint's
-`data.image_size`), and four outputs, the final outer iteration's estimate: `pose` (`Bx72` SMPL
-axis-angle), `betas` (`Bx10`), `cam` (`Bx3` weak perspective) and `rotmat` (`Bx24x3x3`); with
-`--all-iterations` every outer iteration (`BxTx72`, ...). The batch axis is dynamic unless
-`--static-batch`. After `onnx.checker` and shape inference, onnxruntime (CPU) and PyTorch run the
-same random inputs and every output must agree (see `TOLERANCES`); a JSON sidecar beside the
-`.onnx` (same name, `.json`) records the interface, the normalisation, the model's config and the
-validation figures, for the runtime that loads the graph. See docs/engines.md.
+One graph per network: input `image` (`Bx3xSxS` float32, normalised RGB, S the checkpoint's
+`data.image_size`), outputs of the final outer iteration `pose` (Bx72 axis-angle), `rotmat`
+(Bx24x3x3), `betas` (Bx10), `cam` (Bx3 weak perspective), `joints` (Bx24x3, metres, the body
+model's posed joints) and, with `vertices=True`, `vertices` (BxVx3). The batch axis is dynamic.
+The graph is straight (no If / Loop): the HKMR passes are collapsed (training/models/
+hkmr_regressor.py), rotations are converted without branches (engine_build/rotations.py) and the
+body model is plain tensor ops (engine_build/body.py).
 
-The exporter is the TorchScript tracer (`dynamo=False`): the networks have no data-dependent
-control flow (the loops over iterations, chains and joints have fixed lengths and unroll), and the
-torch.export-based exporter needs onnxscript, which is not a dependency.
+Steps: trace (TorchScript exporter, `dynamo=False`: no data-dependent control flow, and the
+dynamo exporter needs onnxscript), simplify (onnxslim, else onnxsim, when installed), check
+(`onnx.checker` full check, strict shape inference, no control-flow node), validate (onnxruntime
+CPU against PyTorch's straightforward path: the joint-by-joint regressor, roma's rotations and
+smplx's body model, on random and optionally rendered crops, per-output largest error), then the
+sidecar JSON beside the graph (format `hkmr-onnx/2`, see docs/engines.md). The sidecar is written
+only after validation passes.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
-import sys
+import time
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import onnx
@@ -31,70 +33,104 @@ import onnxruntime
 import torch
 from torch import nn
 
+from engine_build.body import ExportBody, faces_array
+from engine_build.rotations import rotmat_to_aa
 from training.config import config_to_dict
 from training.datasets.augment import IMAGENET_MEAN, IMAGENET_STD
-from training.evaluate import load_method
+from training.evaluate import Method, load_method
 from training.geometry import aa_to_rotmat
+from training.models.mean_params import state_to_rotmat
 
 INPUT_NAME = "image"
-OUTPUT_NAMES = ("pose", "betas", "cam", "rotmat")
-# Per output trailing shape (after the batch axis, and the iteration axis with all_iterations).
-OUTPUT_SHAPES = {"pose": [72], "betas": [10], "cam": [3], "rotmat": [24, 3, 3]}
+OUTPUT_NAMES = ("pose", "rotmat", "betas", "cam", "joints")
+VERTICES = "vertices"
+# Per output trailing shape, after the batch axis ("V" = the body model's vertex count).
+OUTPUT_SHAPES: Dict[str, List[Union[int, str]]] = {
+    "pose": [72], "rotmat": [24, 3, 3], "betas": [10], "cam": [3], "joints": [24, 3], "vertices": ["V", 3]}
 OUTPUT_DESCRIPTIONS = {
-    "pose": "SMPL pose, 24 joints x axis-angle, joint 0 the global orientation (radians)",
+    "pose": "SMPL pose, 24 joints x axis-angle (radians), each relative to its parent; joint 0 the global "
+            "orientation in the camera-aligned frame (x right, y down, z away)",
+    "rotmat": "the pose as rotation matrices, SMPL joint order",
     "betas": "SMPL shape coefficients",
     "cam": "weak-perspective camera (s, tx, ty): x2d = s * X[:2] + (tx, ty) in the crop normalised to [-1, 1]",
-    "rotmat": "per-joint rotation matrices of the pose, SMPL order",
+    "joints": "the body model's 24 posed SMPL joints (metres, camera-aligned axes x right, y down, z away, "
+              "body-model origin, no translation): the points whose projection the training loss fits",
+    "vertices": "the body model's posed mesh vertices, same frame as joints",
 }
-# An output passes when max|onnx - torch| <= TOLERANCES[name] * max(1, max|torch|): absolute for
-# values of order one, relative for larger ones. float32 through the encoder and the unrolled
-# iterations differs by ~1e-6 between runtimes. Betas and camera are smooth in the features: 1e-4.
-# Rotations are not: 6-D -> matrix (Gram-Schmidt) amplifies a difference by about 1 / |the second
-# column's part orthogonal to the first|, which reaches ~100 on random inputs (measured 6e-5 on
-# rotmat where betas differed by 1e-6), and axis-angle is ill-conditioned near pi (v and -v are the
-# same rotation); so `pose` is compared as rotation matrices and both get 1e-3 (< 0.06 degrees).
-# A graph checked against other weights differs by 0.1 to 2.
-TOLERANCES = {"pose": 1e-3, "betas": 1e-4, "cam": 1e-4, "rotmat": 1e-3}
-DEFAULT_BATCH_SIZE = 4
+# An output passes when max|onnx - torch| <= tol * max(1, max|torch|) (absolute for values of order
+# one). float32 runtimes differ by ~1e-6 through the encoder and the unrolled iterations. 6-D ->
+# matrix (Gram-Schmidt) can amplify a difference ~100x on random inputs and axis-angle is
+# ill-conditioned near pi, so `pose` is compared as rotation matrices and both get 1e-3
+# (< 0.06 degrees). Joints and vertices: 1e-4 m (0.1 mm), absolute whatever their size.
+TOLERANCES = {"pose": 1e-3, "rotmat": 1e-3, "betas": 1e-4, "cam": 1e-4, "joints": 1e-4, "vertices": 1e-4}
+ABSOLUTE = ("joints", "vertices")
+VALIDATION_BATCHES = (1, 3, 8)
+TRACE_BATCH = 2
 PROVIDER = "CPUExecutionProvider"
-SIDECAR_FORMAT = "hkmr-onnx/1"
+SIDECAR_FORMAT = "hkmr-onnx/2"
+CONTROL_FLOW_OPS = ("If", "Loop", "Scan")
+CROP_SIZE = 224
+RESIZE_RULE = "bilinear-antialias"
+
+Progress = Callable[[str], None]
 
 
 class OnnxValidationError(RuntimeError):
     """onnxruntime and PyTorch disagree on an exported graph beyond the tolerance."""
 
 
-class ExportHead(nn.Module):
-    """A MeshRegressor whose output is a tuple in OUTPUT_NAMES order (ONNX outputs are positional).
+class GraphError(RuntimeError):
+    """The exported graph breaks a rule of the runtime interface (e.g. it holds an If node)."""
 
-    Final iteration: `pose` Bx72, `betas` Bx10, `cam` Bx3, `rotmat` Bx24x3x3; all iterations: BxTx...
-    The outputs are reshaped to their static sizes (T = `iterations`): roma's conversions reshape
-    by traced shapes, which would otherwise leave the graph's output sizes symbolic.
+
+class ExportGraph(nn.Module):
+    """image `Bx3xSxS` -> (pose Bx72, rotmat Bx24x3x3, betas Bx10, cam Bx3, joints Bx24x3[, vertices BxVx3]).
+
+    The regressor's `final_estimate` (collapsed HKMR passes in eval mode), branch-free rotations and
+    the plain-ops body model; outputs reshaped to static trailing sizes so that a TensorRT build
+    sees no symbolic sizes but the batch.
     """
 
-    def __init__(self, model: nn.Module, iterations: int, all_iterations: bool = False) -> None:
+    def __init__(self, model: nn.Module, rotation: str, body: ExportBody) -> None:
         super().__init__()
-        self.model = model
-        self.iterations = iterations
-        self.all_iterations = all_iterations
+        self.encoder = model.encoder
+        self.regressor = model.regressor
+        self.rotation = rotation
+        self.body = body
 
     def forward(self, image: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        out = self.model(image)
-        if self.all_iterations:
-            return tuple(out[n].reshape(-1, self.iterations, *OUTPUT_SHAPES[n]) for n in OUTPUT_NAMES)
-        return tuple(out[n][:, -1].reshape(-1, *OUTPUT_SHAPES[n]) for n in OUTPUT_NAMES)
+        estimate = self.regressor.final_estimate(self.encoder(image))
+        state = estimate["pose_state"]
+        rotmat = state_to_rotmat(state, self.rotation).reshape(-1, 24, 3, 3)
+        pose = state if self.rotation == "aa" else rotmat_to_aa(rotmat)
+        body = self.body(rotmat, estimate["betas"])
+        out = (pose.reshape(-1, 72), rotmat, estimate["betas"].reshape(-1, 10),
+               estimate["cam"].reshape(-1, 3), body["joints"].reshape(-1, 24, 3))
+        if self.body.with_vertices:
+            out = out + (body["vertices"].reshape(-1, self.body.num_vertices, 3),)
+        return out
+
+
+@torch.no_grad()
+def reference_outputs(method: Method, body_model: nn.Module, image: torch.Tensor,
+                      vertices: bool) -> Dict[str, np.ndarray]:
+    """PyTorch's straightforward path: joint-by-joint regressor, roma rotations, smplx's body model."""
+    regressor = method.model.regressor
+    features = method.model.encoder(image)
+    forward = getattr(regressor, "forward_stepwise", regressor.forward)
+    out = {k: v[:, -1] for k, v in forward(features).items()}
+    body = body_model(out["rotmat"], out["betas"])
+    ref = {"pose": out["pose"], "rotmat": out["rotmat"], "betas": out["betas"], "cam": out["cam"],
+           "joints": body.joints}
+    if vertices:
+        ref["vertices"] = body.vertices
+    return {k: v.float().numpy() for k, v in ref.items()}
 
 
 def random_images(batch: int, image_size: int, seed: int) -> torch.Tensor:
-    """`Bx3xSxS` standard-normal images: the statistics of ImageNet-normalised crops."""
+    """`Bx3xSxS` standard-normal images: the statistics of normalised crops."""
     generator = torch.Generator().manual_seed(seed)
     return torch.randn(batch, 3, image_size, image_size, generator=generator)
-
-
-def count_iterations(model: nn.Module, image_size: int) -> int:
-    """T, the outer iterations a MeshRegressor outputs."""
-    with torch.no_grad():
-        return int(model(random_images(1, image_size, seed=0))["pose"].shape[1])
 
 
 def comparable(name: str, value: np.ndarray) -> np.ndarray:
@@ -105,42 +141,51 @@ def comparable(name: str, value: np.ndarray) -> np.ndarray:
     return aa_to_rotmat(aa.reshape(*aa.shape[:-1], 24, 3)).numpy()
 
 
-def validate_onnx(onnx_path: Union[str, Path], head: nn.Module, image_size: int,
-                  batch_sizes: Sequence[int], seed: int = 0) -> Dict[str, Any]:
-    """Run onnxruntime and PyTorch on the same random images at each batch size and compare.
+def validate_onnx(onnx_path: Union[str, Path], method: Method, body_model: nn.Module,
+                  inputs: Sequence[Tuple[str, torch.Tensor]], vertices: bool = False,
+                  progress: Optional[Progress] = None) -> Dict[str, Any]:
+    """Run onnxruntime and PyTorch on each (label, `Bx3xSxS`) input and compare every output.
 
-    Returns {'provider', 'batch_sizes', 'tolerance', 'outputs': {name: {'max_abs_diff',
-    'max_abs_value', 'limit'}}, 'passed'}; raises OnnxValidationError when an output differs by
-    more than its limit or is not finite.
+    Returns {'provider', 'inputs': [{label, batch}], 'tolerances', 'outputs': {name: {'max_abs_diff',
+    'max_abs_value', 'limit', 'worst_input'}}, 'passed'}; raises OnnxValidationError when an output
+    differs by more than its limit, has the wrong shape or is not finite.
     """
     session = onnxruntime.InferenceSession(str(onnx_path), providers=[PROVIDER])
-    head = head.eval()
-    diffs = {name: 0.0 for name in OUTPUT_NAMES}
-    scales = {name: 0.0 for name in OUTPUT_NAMES}
+    names = list(OUTPUT_NAMES) + ([VERTICES] if vertices else [])
+    diffs = {n: 0.0 for n in names}
+    scales = {n: 0.0 for n in names}
+    worst = {n: "" for n in names}
     problems: List[str] = []
-    for i, batch in enumerate(batch_sizes):
-        image = random_images(batch, image_size, seed + i)
-        with torch.no_grad():
-            expected = [t.numpy() for t in head(image)]
-        actual = session.run(list(OUTPUT_NAMES), {INPUT_NAME: image.numpy()})
-        for name, ref, got in zip(OUTPUT_NAMES, expected, actual):
+    for label, image in inputs:
+        expected = reference_outputs(method, body_model, image, vertices)
+        actual = dict(zip(names, session.run(names, {INPUT_NAME: image.numpy()})))
+        for name in names:
+            ref, got = expected[name], actual[name]
             if got.shape != ref.shape:
-                problems.append(f"{name} at batch {batch}: shape {list(got.shape)}, PyTorch {list(ref.shape)}")
+                problems.append(f"{name} on {label}: shape {list(got.shape)}, PyTorch {list(ref.shape)}")
                 continue
             if not (np.isfinite(got).all() and np.isfinite(ref).all()):
-                problems.append(f"{name} at batch {batch}: non-finite values")
+                problems.append(f"{name} on {label}: non-finite values")
                 continue
-            ref, got = comparable(name, ref), comparable(name, got)
-            diffs[name] = max(diffs[name], float(np.abs(got - ref).max()))
-            scales[name] = max(scales[name], float(np.abs(ref).max()))
+            diff = float(np.abs(comparable(name, got) - comparable(name, ref)).max())
+            if diff >= diffs[name]:
+                diffs[name], worst[name] = diff, label
+            scales[name] = max(scales[name], float(np.abs(comparable(name, ref)).max()))
+        if progress:
+            progress(f"  {label}: " + ", ".join(
+                f"{n} {float(np.abs(comparable(n, actual[n]) - comparable(n, expected[n])).max()):.2g}"
+                for n in names if actual[n].shape == expected[n].shape))
     outputs = {}
-    for name in OUTPUT_NAMES:
-        limit = TOLERANCES[name] * max(1.0, scales[name])
-        outputs[name] = {"max_abs_diff": diffs[name], "max_abs_value": scales[name], "limit": limit}
+    for name in names:
+        limit = TOLERANCES[name] * (1.0 if name in ABSOLUTE else max(1.0, scales[name]))
+        outputs[name] = {"max_abs_diff": diffs[name], "max_abs_value": scales[name], "limit": limit,
+                         "worst_input": worst[name]}
         if diffs[name] > limit:
-            problems.append(f"{name}: max abs difference {diffs[name]:.3g} > {limit:.3g}")
-    report = {"provider": PROVIDER, "batch_sizes": list(batch_sizes), "tolerances": TOLERANCES,
-              "pose_compared_as": "rotation matrices", "outputs": outputs, "passed": not problems}
+            problems.append(f"{name}: max abs difference {diffs[name]:.3g} > {limit:.3g} (on {worst[name]})")
+    report = {"provider": PROVIDER, "inputs": [{"label": l, "batch": int(x.shape[0])} for l, x in inputs],
+              "tolerances": {n: TOLERANCES[n] for n in names}, "pose_compared_as": "rotation matrices",
+              "reference": "PyTorch: joint-by-joint regressor (forward_stepwise), roma rotations, smplx body model",
+              "outputs": outputs, "passed": not problems}
     if problems:
         raise OnnxValidationError(f"{onnx_path}: onnxruntime and PyTorch disagree: " + "; ".join(problems))
     return report
@@ -148,146 +193,229 @@ def validate_onnx(onnx_path: Union[str, Path], head: nn.Module, image_size: int,
 
 def format_report(report: Dict[str, Any]) -> str:
     """The validation figures as a small table."""
-    lines = [f"validation ({report['provider']}, batch sizes {report['batch_sizes']}):",
-             f"  {'output':<8} {'max |diff|':>11} {'max |value|':>12} {'limit':>9}"]
+    batches = sorted({i["batch"] for i in report["inputs"]})
+    lines = [f"validation ({report['provider']}, {len(report['inputs'])} inputs, batch sizes {batches}):",
+             f"  {'output':<9} {'max |diff|':>11} {'max |value|':>12} {'limit':>9}  worst on"]
     for name, row in report["outputs"].items():
         label = name + (" *" if name == "pose" else "")
-        lines.append(f"  {label:<8} {row['max_abs_diff']:>11.3g} {row['max_abs_value']:>12.3g} {row['limit']:>9.3g}")
+        lines.append(f"  {label:<9} {row['max_abs_diff']:>11.3g} {row['max_abs_value']:>12.3g} "
+                     f"{row['limit']:>9.3g}  {row['worst_input']}")
     lines.append("  * pose compared as rotation matrices")
     return "\n".join(lines)
 
 
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as f:
+    with Path(path).open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
 
 
-def finish_graph(path: Path) -> str:
-    """Check the saved graph, store inferred shapes and simplify it when onnxsim is installed.
+def op_counts(model: onnx.ModelProto) -> Dict[str, int]:
+    """Node count per op type of the main graph (sub-graphs of If/Loop count as their parent)."""
+    counts: Dict[str, int] = {}
+    for node in model.graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
-    Returns the tool that simplified it, or 'none'.
-    """
+
+def simplify(model: onnx.ModelProto) -> Tuple[onnx.ModelProto, str]:
+    """onnxslim (preferred), else onnxsim, when installed; returns (model, 'tool version' or 'none')."""
+    try:
+        import onnxslim
+    except ImportError:
+        onnxslim = None
+    if onnxslim is not None:
+        return onnxslim.slim(model), f"onnxslim {getattr(onnxslim, '__version__', '')}".strip()
+    try:
+        import onnxsim
+    except ImportError:
+        return model, "none"
+    simplified, ok = onnxsim.simplify(model)
+    return (simplified, f"onnxsim {getattr(onnxsim, '__version__', '')}".strip()) if ok else (model, "none")
+
+
+def finish_graph(path: Path, use_simplifier: bool = True) -> Dict[str, Any]:
+    """Simplify, check, infer shapes and save; refuse control flow. Returns node statistics."""
     model = onnx.load(str(path))
+    before = len(model.graph.node)
+    tool = "none"
+    if use_simplifier:
+        model, tool = simplify(model)
     onnx.checker.check_model(model, full_check=True)
     model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
-    simplifier = "none"
-    try:
-        import onnxsim  # optional
-    except ImportError:
-        onnxsim = None
-    if onnxsim is not None:
-        simplified, ok = onnxsim.simplify(model)
-        if ok:
-            model, simplifier = simplified, f"onnxsim {getattr(onnxsim, '__version__', '')}".strip()
-    onnx.checker.check_model(model, full_check=True)
+    counts = op_counts(model)
+    flow = {op: counts[op] for op in CONTROL_FLOW_OPS if op in counts}
+    if flow:
+        raise GraphError(f"{path}: the graph holds control-flow nodes {flow}; the runtime needs a straight graph")
     onnx.save(model, str(path))
-    return simplifier
+    return {"simplifier": tool, "nodes_traced": before, "nodes": len(model.graph.node), "op_counts": counts}
 
 
-def export_onnx(checkpoint: Union[str, Path], out_path: Union[str, Path], opset: int = 17,
-                dynamic_batch: bool = True, all_iterations: bool = False,
-                batch_size: int = DEFAULT_BATCH_SIZE) -> Path:
-    """Export a training checkpoint to ONNX, check and validate it, write its JSON sidecar.
+def input_normalisation(encoder: str) -> Tuple[List[float], List[float]]:
+    """(mean, std) on the 0..1 scale of the encoder's input: `encoder_normalisation` when the
+    encoders module has it, else ImageNet's (every torchvision encoder)."""
+    from training.models import encoders
 
-    batch_size: the graph's batch with `dynamic_batch=False`; otherwise the larger of the two
-    validation batches (the other is 1). Returns the `.onnx` path; the sidecar is beside it with a
-    `.json` suffix and is only written once validation passes. Raises FileNotFoundError for a
-    missing checkpoint, OnnxValidationError when onnxruntime and PyTorch disagree.
+    lookup = getattr(encoders, "encoder_normalisation", None)
+    mean, std = lookup(encoder) if lookup is not None else (IMAGENET_MEAN, IMAGENET_STD)
+    return [round(float(v), 7) for v in mean], [round(float(v), 7) for v in std]
+
+
+def display_path(path: Path) -> str:
+    """A path for the sidecar: relative to the repository when inside it, else the file name."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        return str(path.resolve().relative_to(root))
+    except ValueError:
+        return path.name
+
+
+def body_model_name(body_model: nn.Module) -> str:
+    """"anny-smpl" for the open default (or a file derived from Anny), else "smpl"."""
+    from training.body.body_model import DEFAULT_MODEL_PATH
+
+    source = Path(body_model.source)
+    if source.resolve() == DEFAULT_MODEL_PATH.resolve() or "anny" in str(body_model.provenance).lower():
+        return "anny-smpl"
+    return "smpl"
+
+
+def export_onnx(checkpoint: Union[str, Path], out_path: Union[str, Path], body_model_path: Optional[Union[str, Path]] = None,
+                vertices: bool = False, opset: int = 17, dynamic_batch: bool = True,
+                static_batch: int = 1, rendered: int = 0, simplifier: bool = True,
+                validation_batches: Sequence[int] = VALIDATION_BATCHES,
+                progress: Optional[Progress] = None) -> Path:
+    """Export a training checkpoint with its body model to ONNX, check, validate, write the sidecar.
+
+    body_model_path: an SMPL-format file; None = the checkpoint's `model.body_model` (itself None =
+    $HKMR_SMPL_MODEL or the open anny-smpl, as in training). rendered: also validate on that many
+    rendered synthetic crops (needs the EGL renderer). With `dynamic_batch=False` the batch is
+    fixed to `static_batch` and validated at that size only. Returns the `.onnx` path; the sidecar
+    (`.json`) and, with vertices, the faces (`_faces.npy`) are beside it. Raises FileNotFoundError
+    for a missing checkpoint or body model, OnnxValidationError when onnxruntime and PyTorch
+    disagree, GraphError for a graph with control flow.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    say = progress or (lambda message: None)
+    if opset < 17:
+        raise ValueError(f"opset must be at least 17, got {opset}")
     checkpoint, out_path = Path(checkpoint), Path(out_path)
     if out_path.suffix != ".onnx":
         raise ValueError(f"output file must end in .onnx, got {out_path}")
+    start = time.perf_counter()
+    step = _stepper(say, start)
+
+    step("loading the checkpoint and the body model")
     method = load_method(checkpoint, "export", torch.device("cpu"))
     cfg, image_size = method.cfg, method.image_size
-    iterations = count_iterations(method.model, image_size)
-    head = ExportHead(method.model, iterations, all_iterations).eval()
-    if dynamic_batch:
-        # trace at a batch above 1 so that no op is specialised to a single image
-        trace_batch, batch_sizes = max(batch_size, 2), sorted({1, max(batch_size, 2)})
-    else:
-        trace_batch, batch_sizes = batch_size, [batch_size]
+    from training.body.body_model import load_body_model, resolve_model_path
+
+    body_source = resolve_model_path(body_model_path if body_model_path is not None else cfg.model.body_model)
+    body_model = load_body_model(body_source).eval()
+    body = ExportBody(body_model, vertices=vertices).eval()
+    graph = ExportGraph(method.model, cfg.model.rotation, body).eval()
+    names = list(OUTPUT_NAMES) + ([VERTICES] if vertices else [])
+    say(f"  {cfg.model.encoder} + {cfg.model.regressor} ({cfg.model.rotation}), input {image_size}px, "
+        f"body model {body_model_name(body_model)} ({body_model.num_vertices} vertices, "
+        f"pose blend shapes {'yes' if body.has_pose_blend_shapes else 'none'})")
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
     sidecar = out_path.with_suffix(".json")
+    faces_path = out_path.with_name(out_path.stem + "_faces.npy")
     sidecar.unlink(missing_ok=True)  # a stale sidecar must not describe a new graph
-    batch_axis = {0: "batch"}
-    with warnings.catch_warnings():
+    step(f"tracing to ONNX (opset {opset}, {'dynamic batch' if dynamic_batch else f'batch {static_batch}'})")
+    trace_batch = TRACE_BATCH if dynamic_batch else static_batch
+    axes = {n: {0: "batch"} for n in [INPUT_NAME, *names]} if dynamic_batch else None
+    with warnings.catch_warnings(), torch.no_grad():
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
-        # roma asserts static tensor shapes (e.g. `R.shape[-2:] == (3, 3)`): constant, as traced
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module=r"roma\.")
-        torch.onnx.export(
-            head, (random_images(trace_batch, image_size, seed=12345),), str(out_path),
-            dynamo=False, opset_version=opset, do_constant_folding=True,
-            input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
-            dynamic_axes={n: batch_axis for n in (INPUT_NAME, *OUTPUT_NAMES)} if dynamic_batch else None)
-    simplifier = finish_graph(out_path)
-    report = validate_onnx(out_path, head, image_size, batch_sizes)
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # static shape asserts (roma)
+        torch.onnx.export(graph, (random_images(trace_batch, image_size, seed=12345),), str(out_path),
+                          dynamo=False, opset_version=opset, do_constant_folding=True,
+                          input_names=[INPUT_NAME], output_names=names, dynamic_axes=axes)
+    step("simplifying and checking" if simplifier else "checking")
+    stats = finish_graph(out_path, simplifier)
+    say(f"  {stats['nodes']} nodes after {stats['simplifier']} ({stats['nodes_traced']} traced), "
+        f"no {'/'.join(CONTROL_FLOW_OPS)}; {out_path.stat().st_size / 1e6:.1f} MB")
 
-    batch_dim: Union[str, int] = "batch" if dynamic_batch else batch_size
-    lead = [batch_dim, iterations] if all_iterations else [batch_dim]
+    step("validating against PyTorch (onnxruntime CPU)")
+    batches = list(validation_batches) if dynamic_batch else [static_batch]
+    inputs = [(f"random batch {b}", random_images(b, image_size, seed=100 + b)) for b in batches]
+    if rendered:
+        from engine_build.crops import rendered_crops
+
+        say(f"  rendering {rendered} synthetic crops")
+        crops = rendered_crops(rendered, image_size, body_model, input_normalisation(cfg.model.encoder))
+        inputs.append((f"rendered batch {len(crops)}", crops))
+    report = validate_onnx(out_path, method, body_model, inputs, vertices, progress=say)
+    say(format_report(report))
+
+    step("writing the sidecar")
+    if vertices:
+        np.save(faces_path, faces_array(body_model))
+    batch_dim: Union[str, int] = "batch" if dynamic_batch else static_batch
+    mean, std = input_normalisation(cfg.model.encoder)
     config = config_to_dict(cfg)
     meta = {
         "format": SIDECAR_FORMAT,
         "onnx": out_path.name,
+        "onnx_sha256": file_sha256(out_path),
         "opset": opset,
         "dynamic_batch": dynamic_batch,
-        "all_iterations": all_iterations,
-        "iterations": iterations,
         "input": {
             "name": INPUT_NAME, "shape": [batch_dim, 3, image_size, image_size], "dtype": "float32",
             "layout": "NCHW", "channels": "RGB", "image_size": image_size,
-            "normalisation": "x = (rgb / 255 - mean) / std, per channel",
-            "mean": [round(float(v), 6) for v in IMAGENET_MEAN], "std": [round(float(v), 6) for v in IMAGENET_STD],
+            "normalisation": "x = (rgb / 255 - mean) / std, per channel, on the crop_size crop, then resized",
+            "mean": mean, "std": std, "crop_size": CROP_SIZE, "resize": RESIZE_RULE,
         },
-        "outputs": [{"name": n, "shape": lead + OUTPUT_SHAPES[n], "dtype": "float32",
-                     "description": OUTPUT_DESCRIPTIONS[n]} for n in OUTPUT_NAMES],
+        "outputs": [{"name": n, "shape": [batch_dim] + [body.num_vertices if d == "V" else d for d in OUTPUT_SHAPES[n]],
+                     "dtype": "float32", "description": OUTPUT_DESCRIPTIONS[n]} for n in names],
+        "body_model": {
+            "name": body_model_name(body_model),
+            "source": display_path(Path(body_model.source)),
+            "source_sha256": file_sha256(Path(body_model.source)),
+            "provenance": str(body_model.provenance),
+            "licence": str(body_model.licence),
+            "num_vertices": body.num_vertices,
+            "num_betas": body.num_betas,
+            "pose_blend_shapes": body.has_pose_blend_shapes,
+            **({"faces_file": faces_path.name, "num_faces": int(body_model.faces.shape[0])} if vertices else {}),
+        },
         "model": {
             **{k: config["model"][k] for k in ("encoder", "regressor", "rotation", "regressor_kwargs")},
             "image_size": image_size,
-            "checkpoint": str(checkpoint),
+            "checkpoint": display_path(checkpoint),
             "checkpoint_sha256": file_sha256(checkpoint),
         },
+        "graph": {k: stats[k] for k in ("nodes", "nodes_traced", "op_counts")},
         "export": {"torch": torch.__version__, "onnx": onnx.__version__,
                    "onnxruntime": onnxruntime.__version__, "exporter": "torch.onnx (TorchScript, dynamo=False)",
-                   "simplifier": simplifier},
+                   "simplifier": stats["simplifier"]},
         "validation": report,
     }
     sidecar.write_text(json.dumps(meta, indent=2) + "\n")
+    step(f"done: {out_path}, {sidecar.name}" + (f", {faces_path.name}" if vertices else ""))
     return out_path
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m engine_build.onnx_export",
-        description="Export a trained mesh regressor to ONNX and validate it against PyTorch.")
-    parser.add_argument("--checkpoint", required=True, help="training checkpoint (.pt with 'model' and 'config')")
-    parser.add_argument("--out", required=True, help="output .onnx file; the sidecar .json goes beside it")
-    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
-                        help="larger validation batch; the fixed batch with --static-batch (default 4)")
-    parser.add_argument("--static-batch", action="store_true", help="fix the batch axis to --batch-size")
-    parser.add_argument("--all-iterations", action="store_true",
-                        help="output every outer iteration (BxTx...) instead of the final one")
-    args = parser.parse_args(argv)
-    print(f"exporting {args.checkpoint} -> {args.out} (opset {args.opset}, "
-          f"{'static batch ' + str(args.batch_size) if args.static_batch else 'dynamic batch'})", flush=True)
-    try:
-        out = export_onnx(args.checkpoint, args.out, opset=args.opset, dynamic_batch=not args.static_batch,
-                          all_iterations=args.all_iterations, batch_size=args.batch_size)
-    except (FileNotFoundError, ValueError, OnnxValidationError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    meta = json.loads(out.with_suffix(".json").read_text())
-    print(format_report(meta["validation"]))
-    print(f"wrote {out} and {out.with_suffix('.json')}")
-    return 0
+def _stepper(say: Progress, start: float) -> Callable[[str], None]:
+    """Numbered step lines with the elapsed time."""
+    count = [0]
+
+    def step(message: str) -> None:
+        count[0] += 1
+        say(f"[{count[0]}] {message} ({time.perf_counter() - start:.1f} s)")
+
+    return step
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """`python -m engine_build.onnx_export`: the same command as `python -m engine_build`."""
+    from engine_build.cli import main as cli_main
+
+    return cli_main(argv)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -21,6 +21,17 @@ along a leading chain axis and padded to the longest chain (5 joints); one `badd
 joint layer of all five chains, padded joints are masked. The image-feature part of every E_c is
 linear in Phi, which does not change across iterations, so it is computed once per image.
 `forward_reference` runs the same parameters chain by chain without padding, for testing.
+
+Collapsed passes: a joint layer is affine with no activation, and within a pass psi is fixed, so
+by induction every update of a pass is affine in psi: dtheta_i = psi A_i + c_i with
+A_i = W_i^psi + sum_k A_{i-k} W_i^k and c_i = b_i + sum_k c_{i-k} W_i^k (W_i^k the rows of W_i
+that read dtheta_{i-k}). A whole pass, its backward reordering and the padding mask included, is
+one matrix on [psi, 1] (`ChainGroup.collapsed_pass`), so an inner iteration costs two matmuls
+(embedding, pass) whatever the chain length. The matrices are computed from the parameters on
+every call (differentiably, a few tiny matmuls) and in an exported graph they fold into
+constants. In training mode `forward` keeps the joint-by-joint computation (same numbers to the
+last bit as before, so a resumed run continues exactly); in eval mode it uses the collapsed passes
+(equal to float rounding, ~1e-6). `forward_stepwise` and `forward_collapsed` force one or the other.
 """
 from __future__ import annotations
 
@@ -89,6 +100,7 @@ class ChainGroup(nn.Module):
         pass_position = torch.where(real, lengths[:, None] - 1 - positions[None, :], positions[None, :])
         reverse = nn.functional.one_hot(pass_position, length).float()
         self.register_buffer("reverse", reverse[:, None], persistent=False)
+        self._pass_cache: Dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         self.reset_parameters()
 
     def _joint_layers(self, num_chains: int) -> tuple[nn.ParameterList, nn.ParameterList]:
@@ -150,9 +162,82 @@ class ChainGroup(nn.Module):
             updates.append(self.joint_update(psi, updates, position, backward, chains))
         return torch.stack(updates, dim=2)
 
+    def collapsed_pass(self, backward: bool, chains: slice = slice(None), length: Optional[int] = None,
+                       reverse: Optional[torch.Tensor] = None,
+                       mask: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One pass as an affine map of psi, in chain order: (A `Cxdx(K*R)`, c `Cx1x(K*R)`).
+
+        The updates a pass adds to theta (flattened `CxBx(K*R)`) are `psi @ A + c`: the joint layers
+        composed (see the module docstring), then the backward pass's reordering `reverse`
+        (`Cx1xKxK`, chain position <- pass step) and the padding `mask` (`Cx1xKx1`) applied to A, c.
+        """
+        length = self.length if length is None else length
+        weights, biases = ((self.backward_weights, self.backward_biases) if backward
+                           else (self.forward_weights, self.forward_biases))
+        # Without autograd (inference) the matrices are reused until a parameter changes; a trace
+        # (ONNX export) always computes them, so the exporter folds them from the parameters.
+        cacheable = not torch.is_grad_enabled() and not torch.jit.is_tracing()
+        if cacheable:
+            tensors = [*weights, *biases] + [t for t in (reverse, mask) if t is not None]
+            key = (backward, chains.start, chains.stop, length,
+                   tuple((t.data_ptr(), t._version, t.device, t.dtype) for t in tensors))
+            cached = self._pass_cache.get(key)
+            if cached is not None:
+                return cached
+        result = self._compose_pass(weights, biases, chains, length, reverse, mask, backward)
+        if cacheable:
+            if len(self._pass_cache) > 16:
+                self._pass_cache.clear()
+            self._pass_cache[key] = result
+        return result
+
+    def _compose_pass(self, weights: nn.ParameterList, biases: nn.ParameterList, chains: slice, length: int,
+                      reverse: Optional[torch.Tensor], mask: Optional[torch.Tensor],
+                      backward: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """The composition behind `collapsed_pass`."""
+        d, r = self.embed_dim, self.rot_dim
+        mats: List[torch.Tensor] = []  # A_i, each Cxdxr
+        offsets: List[torch.Tensor] = []  # c_i, each Cx1xr
+        for i in range(length):
+            weight = weights[i][chains]
+            mat, offset = weight[:, :d], biases[i][chains]
+            earlier = range(i - 1, -1, -1) if self.joint_hierarchy else range(i - 1, max(i - 2, -1), -1)
+            for k, j in enumerate(earlier):  # rows d + k*r.. read dtheta_j, the (k+1)-th most recent
+                block = weight[:, d + k * r: d + (k + 1) * r]
+                mat = mat + torch.bmm(mats[j], block)
+                offset = offset + torch.bmm(offsets[j], block)
+            mats.append(mat)
+            offsets.append(offset)
+        mat, offset = torch.stack(mats, dim=2), torch.stack(offsets, dim=2)  # CxdxKxr, Cx1xKxr
+        if backward:
+            mat, offset = torch.matmul(reverse, mat), torch.matmul(reverse, offset)
+        if mask is not None:
+            mat, offset = mat * mask, offset * mask
+        return mat.flatten(2), offset.flatten(2)
+
+    def _refine_collapsed(self, phi_proj: torch.Tensor, context: torch.Tensor, theta: torch.Tensor,
+                          inner_iters: int, chains: slice, length: int, reverse: torch.Tensor,
+                          mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """As `_refine` with collapsed passes; the context part of psi is computed once."""
+        context_dim = context.shape[-1]
+        weight = self.state_weight[chains, : context_dim + length * self.rot_dim]
+        base = torch.baddbmm(phi_proj + self.embed_bias[chains], context, weight[:, :context_dim])
+        theta_weight = weight[:, context_dim:]
+        passes = {False: self.collapsed_pass(False, chains, length, reverse, mask)}
+        if self.backward_pass and inner_iters > 1:
+            passes[True] = self.collapsed_pass(True, chains, length, reverse, mask)
+        flat = theta.flatten(2)  # CxBx(K*R)
+        for step in range(inner_iters):
+            mat, offset = passes[self.backward_pass and step % 2 == 1]
+            psi = torch.relu(torch.baddbmm(base, flat, theta_weight))
+            flat = flat + torch.baddbmm(offset, psi, mat)
+        return flat.reshape(theta.shape)
+
     def _refine(self, phi_proj: torch.Tensor, context: torch.Tensor, theta: torch.Tensor,
                 inner_iters: int, chains: slice, length: int, reverse: torch.Tensor,
-                mask: Optional[torch.Tensor]) -> torch.Tensor:
+                mask: Optional[torch.Tensor], collapsed: bool = False) -> torch.Tensor:
+        if collapsed:
+            return self._refine_collapsed(phi_proj, context, theta, inner_iters, chains, length, reverse, mask)
         for step in range(inner_iters):
             backward = self.backward_pass and step % 2 == 1
             psi = self.embed(phi_proj, context, theta, chains, length)
@@ -163,19 +248,19 @@ class ChainGroup(nn.Module):
         return theta
 
     def refine(self, phi_proj: torch.Tensor, context: torch.Tensor, theta: torch.Tensor,
-               inner_iters: int) -> torch.Tensor:
+               inner_iters: int, collapsed: bool = False) -> torch.Tensor:
         """The inner iterations of all chains at once: theta `CxBxKxR` (padded) -> refined."""
         return self._refine(phi_proj, context, theta, inner_iters, slice(None), self.length,
-                            self.reverse, self.mask if self.padded else None)
+                            self.reverse, self.mask if self.padded else None, collapsed)
 
     def refine_chain(self, chain: int, phi_proj: torch.Tensor, context: torch.Tensor,
-                     theta: torch.Tensor, inner_iters: int) -> torch.Tensor:
+                     theta: torch.Tensor, inner_iters: int, collapsed: bool = False) -> torch.Tensor:
         """Reference: chain `chain` alone and unpadded, theta `1xBxK_cxR`, same parameters."""
         length = self.chain_lengths[chain]
         flip = torch.eye(length, device=theta.device, dtype=theta.dtype).flip(0)
         chains = slice(chain, chain + 1)
         return self._refine(phi_proj[chains], context[chains], theta, inner_iters, chains, length,
-                            flip, None)
+                            flip, None, collapsed)
 
 
 class HKMRRegressor(nn.Module):
@@ -240,14 +325,39 @@ class HKMRRegressor(nn.Module):
         self.register_buffer("joint_to_chain_position", torch.argsort(chain_order), persistent=False)
 
     def forward(self, features: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """features `BxF` -> dict of `rotmat` BxTx24x3x3, `pose` BxTx72, `betas` BxTx10, `cam` BxTx3."""
-        return self._regress(features, batched_chains=True)
+        """features `BxF` -> dict of `rotmat` BxTx24x3x3, `pose` BxTx72, `betas` BxTx10, `cam` BxTx3.
+
+        Joint by joint in training mode, collapsed passes in eval mode (see the module docstring).
+        """
+        return self._regress(features, batched_chains=True, collapsed=not self.training)
+
+    def forward_stepwise(self, features: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """As `forward`, joint by joint whatever the mode (the straightforward computation)."""
+        return self._regress(features, batched_chains=True, collapsed=False)
+
+    def forward_collapsed(self, features: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """As `forward`, with collapsed passes whatever the mode (differentiable)."""
+        return self._regress(features, batched_chains=True, collapsed=True)
 
     def forward_reference(self, features: torch.Tensor) -> Dict[str, torch.Tensor]:
         """As `forward`, with a plain loop over the five child chains (no padding); for tests."""
-        return self._regress(features, batched_chains=False)
+        return self._regress(features, batched_chains=False, collapsed=False)
 
-    def _regress(self, features: torch.Tensor, batched_chains: bool) -> Dict[str, torch.Tensor]:
+    def final_estimate(self, features: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """The last outer iteration only, as exported: `pose_state` Bx24xR, `betas` Bx10, `cam` Bx3.
+
+        Same computation as `forward` (collapsed in eval mode) without the rotation conversions of
+        the earlier iterations.
+        """
+        states, betas, cams = self._iterate(features, batched_chains=True, collapsed=not self.training)
+        return {"pose_state": states[-1], "betas": betas[-1], "cam": cams[-1]}
+
+    def _regress(self, features: torch.Tensor, batched_chains: bool, collapsed: bool) -> Dict[str, torch.Tensor]:
+        return regressor_outputs(*self._iterate(features, batched_chains, collapsed), self.rotation)
+
+    def _iterate(self, features: torch.Tensor, batched_chains: bool, collapsed: bool
+                 ) -> tuple[List[torch.Tensor], List[torch.Tensor], List[torch.Tensor]]:
+        """Per outer iteration: pose states Bx24xR, betas Bx10, cameras Bx3."""
         batch = features.shape[0]
         rot_dim = self.rot_dim
         phi_root = self.root_chain.project_features(features)  # 1xBxd
@@ -264,17 +374,19 @@ class HKMRRegressor(nn.Module):
         all_betas: List[torch.Tensor] = []
         cams: List[torch.Tensor] = []
         for _ in range(self.outer_iters):
-            theta_root = self.root_chain.refine(phi_root, betas.unsqueeze(0), theta_root, self.inner_iters)
+            theta_root = self.root_chain.refine(phi_root, betas.unsqueeze(0), theta_root, self.inner_iters,
+                                                collapsed)
             context = torch.cat([betas, theta_root[0].flatten(1)], dim=-1)  # Bx(10+4R)
             if batched_chains:
                 theta_child = self.child_chains.refine(
-                    phi_child, context.expand(theta_child.shape[0], -1, -1), theta_child, self.inner_iters)
+                    phi_child, context.expand(theta_child.shape[0], -1, -1), theta_child, self.inner_iters,
+                    collapsed)
                 slots = torch.cat([theta_root[0], theta_child.transpose(0, 1).flatten(1, 2)], dim=1)
                 pose_state = slots.index_select(1, self.joint_to_slot)  # Bx24xR
             else:
                 theta_chains = [
                     self.child_chains.refine_chain(c, phi_child, context.expand(len(theta_chains), -1, -1),
-                                                   theta, self.inner_iters)
+                                                   theta, self.inner_iters, collapsed)
                     for c, theta in enumerate(theta_chains)]
                 ordered = torch.cat([theta_root[0]] + [theta[0] for theta in theta_chains], dim=1)
                 pose_state = ordered.index_select(1, self.joint_to_chain_position)
@@ -284,4 +396,4 @@ class HKMRRegressor(nn.Module):
             pose_states.append(pose_state)
             all_betas.append(betas)
             cams.append(cam)
-        return regressor_outputs(pose_states, all_betas, cams, self.rotation)
+        return pose_states, all_betas, cams

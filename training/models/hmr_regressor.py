@@ -7,7 +7,7 @@ first estimate is the mean.
 """
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import torch
 from torch import nn
@@ -44,6 +44,15 @@ class HMRRegressor(nn.Module):
 
     def forward(self, features: torch.Tensor) -> Dict[str, torch.Tensor]:
         """features `BxF` -> dict of `rotmat` BxTx24x3x3, `pose` BxTx72, `betas` BxTx10, `cam` BxTx3."""
+        return regressor_outputs(*self._iterate(features), self.rotation)
+
+    def final_estimate(self, features: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """The last iteration only, as exported: `pose_state` Bx24xR, `betas` Bx10, `cam` Bx3."""
+        states, betas, cams = self._iterate(features)
+        return {"pose_state": states[-1], "betas": betas[-1], "cam": cams[-1]}
+
+    def _iterate(self, features: torch.Tensor) -> Tuple[List[torch.Tensor], List[torch.Tensor], List[torch.Tensor]]:
+        """Per iteration: pose states Bx24xR, betas Bx10, cameras Bx3."""
         batch = features.shape[0]
         state = self.mean_state.expand(batch, -1)
         pose_states: List[torch.Tensor] = []
@@ -54,4 +63,4 @@ class HMRRegressor(nn.Module):
             pose_states.append(state[:, : self.pose_dim].reshape(batch, NUM_JOINTS, self.rot_dim))
             betas.append(state[:, self.pose_dim: self.pose_dim + NUM_BETAS])
             cams.append(state[:, self.pose_dim + NUM_BETAS:])
-        return regressor_outputs(pose_states, betas, cams, self.rotation)
+        return pose_states, betas, cams

@@ -1,0 +1,4 @@
+"""`python -m engine_build`: see engine_build/cli.py."""
+from engine_build.cli import main
+
+raise SystemExit(main())

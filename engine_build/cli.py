@@ -1,0 +1,88 @@
+"""One command for the model artifact: export, simplify, check, validate (and TensorRT when asked).
+
+    python -m engine_build                      # regenerate the shipped default (hkmr_ros/data/hkmr_default.onnx)
+    python -m engine_build --checkpoint RUN/model.pt --out model.onnx [--vertices] [--body-model SMPL.pkl]
+
+Exit status 0 when every step passed, 1 with the reason on stderr otherwise. See docs/engines.md.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CHECKPOINT = Path("training/weights/hkmr_default/model.pt")
+DEFAULT_OUT = Path("hkmr_ros/data/hkmr_default.onnx")
+DEFAULT_RENDERED = 8
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m engine_build",
+        description="Export a trained mesh regressor with its body model to ONNX, check it and validate it "
+                    "against PyTorch; optionally build TensorRT engines from it.")
+    p.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT,
+                   help=f"training checkpoint (.pt with 'model' and 'config'; default {DEFAULT_CHECKPOINT})")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                   help=f"output .onnx; the sidecar .json goes beside it (default {DEFAULT_OUT})")
+    p.add_argument("--body-model", type=Path, default=None,
+                   help="SMPL-format body model file (.pkl/.npz); default: the checkpoint's, else "
+                        "$HKMR_SMPL_MODEL, else the open anny-smpl")
+    p.add_argument("--vertices", action="store_true",
+                   help="also output the mesh vertices (BxVx3) and write the faces (_faces.npy) beside")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset, at least 17 (default 17)")
+    p.add_argument("--static-batch", type=int, default=None, metavar="B",
+                   help="fix the batch axis to B instead of a dynamic one")
+    p.add_argument("--rendered", type=int, default=DEFAULT_RENDERED, metavar="N",
+                   help=f"also validate on N rendered synthetic crops (default {DEFAULT_RENDERED}; 0 = none; "
+                        "needs the EGL renderer)")
+    p.add_argument("--no-simplify", action="store_true", help="skip the ONNX simplifier")
+    p.add_argument("--tensorrt", nargs="*", default=None, metavar="PRECISION",
+                   help="after the export, build TensorRT engines (fp32, fp16; default both) with "
+                        "hkmr_ros.inference's builder; needs tensorrt and a GPU")
+    return p
+
+
+def build_engines(onnx_path: Path, precisions: Sequence[str]) -> None:
+    """TensorRT engines beside the ONNX, through the runtime's builder (which owns the engine cache)."""
+    try:
+        from hkmr_ros.inference import tensorrt_backend
+    except ImportError as e:
+        raise RuntimeError(f"TensorRT engines need hkmr_ros.inference.tensorrt_backend ({e})") from e
+    build = getattr(tensorrt_backend, "build_engine", None)
+    if build is None:
+        raise RuntimeError("hkmr_ros.inference.tensorrt_backend has no build_engine(onnx_path, precision=...)")
+    for precision in precisions:
+        print(f"[tensorrt] building {precision} engine from {onnx_path}", flush=True)
+        engine = build(onnx_path, precision=precision)
+        print(f"[tensorrt] {precision}: {engine}", flush=True)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parser().parse_args(argv)
+    from engine_build.onnx_export import GraphError, OnnxValidationError, export_onnx
+
+    precisions = None if args.tensorrt is None else (args.tensorrt or ["fp32", "fp16"])
+    bad = [p for p in precisions or [] if p not in ("fp32", "fp16", "int8")]
+    if bad:
+        print(f"error: unknown TensorRT precision {bad}; known: fp32, fp16, int8", file=sys.stderr)
+        return 1
+    print(f"exporting {args.checkpoint} -> {args.out}", flush=True)
+    try:
+        out = export_onnx(
+            args.checkpoint, args.out, body_model_path=args.body_model, vertices=args.vertices,
+            opset=args.opset, dynamic_batch=args.static_batch is None, static_batch=args.static_batch or 1,
+            rendered=args.rendered, simplifier=not args.no_simplify,
+            progress=lambda message: print(message, flush=True))
+    except (FileNotFoundError, ValueError, OnnxValidationError, GraphError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if precisions:
+        try:
+            build_engines(out, precisions)
+        except Exception as e:  # a TensorRT failure must not hide that the ONNX is fine
+            print(f"error: TensorRT build failed: {e}", file=sys.stderr)
+            return 1
+    return 0
