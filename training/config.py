@@ -34,9 +34,14 @@ class ModelConfig:
 class DataConfig:
     """Training data: synthetic shard folders and/or SPIN's npz files, mixed by ratios."""
     synthetic_roots: List[str] = field(default_factory=list)
+    # pre-rendered stores (training.datasets.store): uint8 crops at the input size, the fast path
+    store_roots: List[str] = field(default_factory=list)
+    # samples used from each store (its first complete shards); 0 / missing = all complete at the
+    # start, resolved and saved in the run's config so that a resumed run reads the same samples
+    store_samples: List[int] = field(default_factory=list)
     spin_root: Optional[str] = None  # folder holding SPIN's dataset_extras npz files and images
     spin_datasets: List[str] = field(default_factory=list)  # e.g. h36m, lsp-orig, mpii, coco, ...
-    # one ratio per source, synthetic roots first then spin datasets; empty = uniform
+    # one ratio per source: synthetic roots, then store roots, then spin datasets; empty = uniform
     ratios: List[float] = field(default_factory=list)
     image_size: int = 224  # network input side; crops are resized when it differs from 224
     augment: bool = True
@@ -57,6 +62,13 @@ class OptimConfig:
     amp: bool = True  # mixed precision on a GPU; always off on a CPU
     amp_dtype: str = "float16"  # 'float16' | 'bfloat16'
     disc_lr: float = 1e-4  # discriminator (prior='discriminator')
+    lr_schedule: str = "constant"  # 'constant' | 'cosine' (to lr * min_lr_ratio at `steps`)
+    warmup_steps: int = 0  # linear warm-up from 0
+    min_lr_ratio: float = 0.02
+    frozen_encoder_stages: int = 0  # first encoder stages frozen (encoders.encoder_stages)
+    frozen_steps: int = 0  # ... for this many steps; 0 = the whole run
+    channels_last: bool = False  # NHWC images and encoder (faster convolutions on CPUs)
+    threads: int = 0  # torch intra-op threads; 0 = torch's default
 
 
 @dataclass
@@ -71,6 +83,8 @@ class LossConfig:
     # lower the 3D joint error while its pose is still poor.
     lambda_betas: float = 0.001
     lambda_adv: float = 0.1
+    # joints from training.body.joints_only (equal to the full body model's, no mesh skinning)
+    joints_only: bool = True
 
 
 @dataclass
@@ -102,6 +116,8 @@ class LogConfig:
     checkpoint_every: int = 5000
     keep_checkpoints: int = 3  # most recent checkpoints kept on disk
     val_every: int = 0  # steps between validations on data.val_root; 0 = only at the end
+    checkpoint_minutes: float = 0.0  # also checkpoint when this much wall time passed; 0 = off
+    val_samples: int = 0  # validate on the first N samples of data.val_root; 0 = all
     progress: bool = True  # tqdm bar
 
 
