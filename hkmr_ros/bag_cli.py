@@ -56,6 +56,363 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------ process
+
+@dataclass
+class ProcessSummary:
+    """What `process_bag` did."""
+    output: Path
+    image_topic: str
+    camera_info_topic: Optional[str]
+    detections_topic: Optional[str]
+    detector: str
+    backend: str
+    frames_in_bag: int = 0
+    frames: int = 0
+    skipped_frames: int = 0
+    undecodable_messages: int = 0
+    people: int = 0
+    detector_runs: int = 0
+    seconds: float = 0.0
+    stage_ms: Dict[str, float] = field(default_factory=dict)
+    video: Optional[Path] = None
+    contact_sheet: Optional[Path] = None
+    warnings: List[str] = field(default_factory=list)
+    skip_reasons: Dict[str, int] = field(default_factory=dict)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else float("nan")
+
+    def to_json(self) -> Dict[str, Any]:
+        d = {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
+        d["fps"] = self.fps
+        return d
+
+
+def choose_topic(reader: bags.BagReader, requested: Optional[str], msgtypes: Sequence[str], what: str,
+                 required: bool) -> Optional[str]:
+    """`requested` checked against the bag, or (None / 'auto') the bag's only topic of `msgtypes`.
+
+    'none' disables an optional topic. Errors list the bag's topics.
+    """
+    if requested is not None and requested.lower() == "none":
+        if required:
+            raise ValueError(f"the {what} topic is required")
+        return None
+    if requested is not None and requested.lower() != "auto":
+        reader.require_topic(requested, msgtypes)
+        return requested
+    found = sorted(t for t, m in reader.topics.items() if m in msgtypes)
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        if required:
+            raise bags.TopicNotFoundError(f"no {what} topic ({' or '.join(msgtypes)}) in {reader.path}; "
+                                          f"its topics: {reader.describe_topics()}")
+        return None
+    raise bags.TopicNotFoundError(f"several {what} topics in {reader.path} ({', '.join(found)}); choose one "
+                                  f"with the option; its topics: {reader.describe_topics()}")
+
+
+class ContactSheet:
+    """Keeps a few evenly spaced overlay frames and tiles them into one image."""
+
+    def __init__(self, total_frames: int, count: int = 12, columns: int = 4, tile_width: int = 320):
+        step = max(total_frames, 1) / count
+        self.wanted = sorted({min(int(step * (k + 0.5)), max(total_frames - 1, 0)) for k in range(count)})
+        self.columns = columns
+        self.tile_width = tile_width
+        self.tiles: List[np.ndarray] = []
+
+    def offer(self, index: int, image_rgb: np.ndarray, label: str) -> None:
+        import cv2
+
+        if index not in self.wanted:
+            return
+        h, w = image_rgb.shape[:2]
+        tile = cv2.resize(image_rgb, (self.tile_width, max(1, int(round(h * self.tile_width / w)))),
+                          interpolation=cv2.INTER_AREA)
+        cv2.putText(tile, label, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
+        cv2.putText(tile, label, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+        self.tiles.append(tile)
+
+    def write(self, path: Path) -> bool:
+        import cv2
+
+        if not self.tiles:
+            return False
+        h = max(t.shape[0] for t in self.tiles)
+        tiles = [np.pad(t, ((0, h - t.shape[0]), (0, 0), (0, 0))) for t in self.tiles]
+        while len(tiles) % self.columns:
+            tiles.append(np.zeros_like(tiles[0]))
+        rows = [np.concatenate(tiles[r:r + self.columns], axis=1) for r in range(0, len(tiles), self.columns)]
+        sheet = np.concatenate(rows, axis=0)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return bool(cv2.imwrite(str(path), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 6]))
+
+
+class VideoOut:
+    """mp4 (OpenCV VideoWriter, mp4v) of the overlays, opened on the first frame."""
+
+    def __init__(self, path: Path, fps: float):
+        self.path, self.fps = path, fps
+        self.writer = None
+        self.size = None
+        self.failed = False
+
+    def add(self, image_rgb: np.ndarray) -> None:
+        import cv2
+
+        if self.failed:
+            return
+        if self.writer is None:
+            h, w = image_rgb.shape[:2]
+            self.size = (w, h)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), float(self.fps), self.size)
+            if not self.writer.isOpened():
+                self.failed = True
+                self.writer = None
+                return
+        if (image_rgb.shape[1], image_rgb.shape[0]) != self.size:
+            image_rgb = cv2.resize(image_rgb, self.size, interpolation=cv2.INTER_AREA)
+        self.writer.write(cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR))
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+            self.writer = None
+
+
+def _stream_fps(reader: bags.BagReader, topic: str, count: int) -> float:
+    """Frame rate from the bag's duration and message count (15 when unknown)."""
+    try:
+        duration = float(reader._reader.duration) * 1e-9 if reader._reader is not None else 0.0
+    except Exception:
+        duration = 0.0
+    if count > 1 and duration > 0:
+        return max(1.0, min(120.0, (count - 1) / duration * (count / max(count - 1, 1))))
+    return 15.0
+
+
+def process_bag(input_bag: Path, output_bag: Path, *, estimator=None, config=None,
+                image_topic: Optional[str] = None, camera_info_topic: Optional[str] = "auto",
+                detections_topic: Optional[str] = "auto", detector: str = "auto",
+                model: Optional[str] = None, backend: str = "onnxruntime", threads: Optional[int] = None,
+                storage: str = "mcap", video: Optional[Path] = None, contact_sheet: Optional[Path] = None,
+                max_frames: Optional[int] = None, overwrite: bool = False, mesh: bool = False,
+                overlay_quality: int = 80, progress: bool = True) -> ProcessSummary:
+    """Run the pipeline over every image of `input_bag`; write results to `output_bag` (see the CLI help)."""
+    import cv2
+    from tqdm import tqdm
+
+    from hkmr_ros import messages
+    from hkmr_ros.camera import CameraModel
+    from hkmr_ros.detection import DetectionBuffer
+    from hkmr_ros.images import ImageDecodeError
+    from hkmr_ros.pipeline import Pipeline, PipelineConfig, decode_msg
+
+    reader = bags.BagReader(input_bag)
+    image_topic = choose_topic(reader, image_topic, bags.IMAGE_TYPES, "image", required=True)
+    info_topic = choose_topic(reader, camera_info_topic, (bags.CAMERA_INFO,), "CameraInfo", required=False)
+    det_topic = choose_topic(reader, detections_topic, (bags.DETECTION_ARRAY,), "detections", required=False)
+    if detector == "auto":
+        detector = "none" if det_topic else "hog"
+    if config is None:
+        config = PipelineConfig(detector=detector)
+    else:
+        config.detector = detector
+    if estimator is None:
+        from hkmr_ros.inference import load_estimator
+        estimator = load_estimator(model, backend=backend, threads=threads)
+    pipe = Pipeline(estimator, config)
+    total = reader.message_counts().get(image_topic, 0)
+    if max_frames is not None:
+        total = min(total, int(max_frames))
+    summary = ProcessSummary(output=Path(output_bag), image_topic=image_topic, camera_info_topic=info_topic,
+                             detections_topic=det_topic, detector=detector,
+                             backend=str(getattr(estimator, "backend_name", "?")), frames_in_bag=total)
+    summary.warnings += reader.warnings
+    sheet = ContactSheet(total) if contact_sheet is not None else None
+    video_out = VideoOut(Path(video), _stream_fps(reader, image_topic, total)) if video is not None else None
+    faces = getattr(estimator, "faces", None) if mesh else None
+    out_info_topic = info_topic or OUT_CAMERA_INFO_TOPIC
+    det_buffer = DetectionBuffer()
+    latest_info: Dict[str, Any] = {}
+    stage_times: Dict[str, List[float]] = {}
+    camera_warned = [False]
+
+    def camera_model() -> Optional[CameraModel]:
+        msg = latest_info.get("msg")
+        if msg is None:
+            return None
+        try:
+            return CameraModel.from_camera_info(msg)
+        except (ValueError, TypeError) as err:
+            if not camera_warned[0]:
+                summary.warnings.append(f"unusable CameraInfo on {info_topic} ({err}); assuming intrinsics")
+                camera_warned[0] = True
+            return None
+
+    def handle_image(m: bags.BagMessage, writer: bags.BagWriter, bar) -> None:
+        index = summary.frames + summary.skipped_frames
+        bar.update(1)
+        t0 = time.perf_counter()
+        try:
+            rgb = decode_msg(m.msg)
+        except (ImageDecodeError, ValueError) as err:
+            summary.skipped_frames += 1
+            reason = str(err).split(":")[0][:80]
+            summary.skip_reasons[reason] = summary.skip_reasons.get(reason, 0) + 1
+            return
+        decode_ms = 1000.0 * (time.perf_counter() - t0)
+        stamp = bags.stamp_to_ns(m.msg.header.stamp)
+        frame_id = str(m.msg.header.frame_id)
+        dets = det_buffer.match(stamp) if det_topic else None
+        result = pipe.process(rgb, stamp, frame_id, camera_model(), dets)
+        result.timings_ms["decode"] = decode_ms
+        t1 = time.perf_counter()
+        types = writer.types
+        writer.write(OUT_PEOPLE_TOPIC, m.log_time_ns, messages.person_mesh_array(result, types, pipe.body_model))
+        writer.write(OUT_MARKERS_TOPIC, m.log_time_ns, messages.marker_array(result, types, mesh_faces=faces))
+        overlay = messages.overlay_image(rgb, result)
+        writer.write(OUT_OVERLAY_TOPIC, m.log_time_ns,
+                     messages.compressed_image(types, overlay, stamp, frame_id, quality=overlay_quality))
+        result.timings_ms["messages"] = 1000.0 * (time.perf_counter() - t1)
+        for k, v in result.timings_ms.items():
+            stage_times.setdefault(k, []).append(float(v))
+        if video_out is not None:
+            video_out.add(overlay)
+        latest_info.setdefault("first_stamp", stamp)
+        if sheet is not None:
+            first = latest_info.setdefault("first_stamp", stamp)
+            sheet.offer(index, overlay, f"t={(stamp - first) * 1e-9:.2f} s, {len(result.people)} people")
+        summary.frames += 1
+        summary.people += len(result.people)
+
+    topics = [t for t in (image_topic, info_topic, det_topic) if t]
+    start = time.perf_counter()
+    try:
+        with bags.BagWriter(output_bag, storage=storage, overwrite=overwrite) as writer, \
+                tqdm(total=total, desc="processing", unit="frame", disable=not progress) as bar:
+            for topic, msgtype in ((OUT_PEOPLE_TOPIC, bags.PERSON_MESH_ARRAY), (OUT_MARKERS_TOPIC, bags.MARKER_ARRAY),
+                                   (OUT_OVERLAY_TOPIC, bags.COMPRESSED_IMAGE), (out_info_topic, bags.CAMERA_INFO)):
+                writer.add_topic(topic, msgtype)
+            pending: List[bags.BagMessage] = []
+            done = False
+            for topic, msgtype, log_ns, data in reader.raw_messages(topics):
+                # an image waits until every message logged at its time (CameraInfo, detections) is in
+                while pending and pending[0].log_time_ns < log_ns:
+                    handle_image(pending.pop(0), writer, bar)
+                    if max_frames is not None and summary.frames + summary.skipped_frames >= max_frames:
+                        done = True
+                        break
+                if done:
+                    break
+                try:
+                    msg = reader.typestore.deserialize_cdr(data, msgtype)
+                except Exception:
+                    summary.undecodable_messages += 1
+                    reader.skipped[topic] += 1
+                    continue
+                if topic == image_topic:
+                    pending.append(bags.BagMessage(topic, msgtype, log_ns, msg))
+                elif topic == info_topic:
+                    latest_info["msg"] = msg
+                    writer.write_raw(out_info_topic, bags.CAMERA_INFO, log_ns, data)
+                elif topic == det_topic:
+                    det_buffer.add(bags.stamp_to_ns(msg.header.stamp), pipe.detections_from_msg(msg))
+            while pending and not done:
+                handle_image(pending.pop(0), writer, bar)
+                if max_frames is not None and summary.frames + summary.skipped_frames >= max_frames:
+                    break
+    finally:
+        summary.seconds = time.perf_counter() - start
+        reader.close()
+        if video_out is not None:
+            video_out.close()
+            if video_out.failed:
+                summary.warnings.append(f"OpenCV could not open an mp4 writer for {video}; no video written")
+            elif summary.frames:
+                summary.video = Path(video)
+        if sheet is not None and sheet.write(Path(contact_sheet)):
+            summary.contact_sheet = Path(contact_sheet)
+        summary.stage_ms = {k: float(np.median(v)) for k, v in stage_times.items()}
+        summary.detector_runs = int(pipe.stats.get("detector_runs", 0))
+        summary.warnings += [w for w in reader.warnings if w not in summary.warnings]
+    return summary
+
+
+def _default_side_path(out: Path, suffix: str) -> Path:
+    return out.parent / f"{out.name}{suffix}"
+
+
+def cmd_process(args: argparse.Namespace) -> int:
+    from hkmr_ros.pipeline import PipelineConfig
+    from hkmr_ros.smoothing import SmoothingConfig
+    from hkmr_ros.tracking import TrackingConfig
+
+    out = Path(args.out)
+    video = None if args.no_video else Path(args.video) if args.video else _default_side_path(out, ".mp4")
+    sheet = (None if args.no_contact_sheet else Path(args.contact_sheet) if args.contact_sheet
+             else _default_side_path(out, "_contact_sheet.png"))
+    config = PipelineConfig(max_people=args.max_people,
+                            tracking=TrackingConfig(enabled=not args.no_tracking, detect_every=args.detect_every),
+                            smoothing=SmoothingConfig(enabled=not args.no_smoothing),
+                            fixed_box=args.fixed_box)
+    try:
+        summary = process_bag(Path(args.input), out, config=config, image_topic=args.image_topic,
+                              camera_info_topic=args.camera_info_topic, detections_topic=args.detections_topic,
+                              detector=args.detector, model=args.model, backend=args.backend, threads=args.threads,
+                              storage=args.storage or bags.storage_of(out), video=video, contact_sheet=sheet,
+                              max_frames=args.max_frames, overwrite=args.overwrite, mesh=args.mesh,
+                              progress=not args.quiet)
+    except KeyboardInterrupt:
+        print(f"interrupted; {out} was closed with what was processed so far", file=sys.stderr)
+        return 130
+    print(f"processed {summary.frames} of {summary.frames_in_bag} frames from {summary.image_topic} in "
+          f"{summary.seconds:.1f} s ({summary.fps:.1f} frames/s, {summary.backend}); "
+          f"{summary.people} people ({summary.people / max(summary.frames, 1):.2f} per frame); "
+          f"boxes from {'upstream ' + summary.detections_topic if summary.detections_topic else summary.detector}"
+          f" (detector runs: {summary.detector_runs})")
+    if summary.skipped_frames or summary.undecodable_messages:
+        print(f"skipped: {summary.skipped_frames} undecodable images "
+              f"({'; '.join(f'{k}: {v}' for k, v in summary.skip_reasons.items())}), "
+              f"{summary.undecodable_messages} messages that did not deserialise")
+    if summary.stage_ms:
+        print("median ms per frame: " + ", ".join(f"{k} {v:.1f}" for k, v in summary.stage_ms.items()))
+    print(f"wrote {out} ({OUT_PEOPLE_TOPIC}, {OUT_MARKERS_TOPIC}, {OUT_OVERLAY_TOPIC}, CameraInfo)"
+          + (f", {summary.video}" if summary.video else "") + (f", {summary.contact_sheet}" if summary.contact_sheet else ""))
+    for w in summary.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    if args.summary_json:
+        Path(args.summary_json).write_text(json.dumps(summary.to_json(), indent=2) + "\n")
+    return 0 if summary.frames else 1
+
+
+# ------------------------------------------------------------------------------------ eval
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from hkmr_ros import evaluation
+
+    results, rtopic, rreader = evaluation.read_people(args.result, args.result_topic, evaluation.RESULT_TOPIC)
+    truth, gtopic, greader = evaluation.read_people(args.gt, args.gt_topic, evaluation.GT_TOPIC)
+    report = evaluation.evaluate(results, truth, iou=args.iou, min_visible=args.min_visible)
+    print(f"{args.result} ({rtopic}) against {args.gt} ({gtopic}):\n")
+    print(evaluation.markdown_table(report))
+    for r in (rreader, greader):
+        for w in r.warnings:
+            print(f"warning: {w}", file=sys.stderr)
+        if sum(r.skipped.values()):
+            print(f"warning: {sum(r.skipped.values())} messages of {r.path} did not deserialise", file=sys.stderr)
+    if args.out:
+        paths = evaluation.write_reports(report, args.out)
+        note = "" if "plot" in paths else " (no plot: matplotlib is not installed)"
+        print("wrote " + ", ".join(str(p) for p in paths.values()) + note)
+    return 0
+
+
 # ------------------------------------------------------------------------------------ parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,6 +443,62 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="replace OUT if it is a bag")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("process", help="run the pipeline over a bag; write people, markers, overlay, video",
+                       description="Read a rosbag2 bag (mcap or sqlite3; sensor_msgs/Image or CompressedImage), "
+                                   "run decode -> detect -> crop -> infer -> track -> smooth on every image and "
+                                   f"write a bag with hkmr_ros/PersonMeshArray ({OUT_PEOPLE_TOPIC}), "
+                                   f"visualization_msgs/MarkerArray ({OUT_MARKERS_TOPIC}), the overlay as "
+                                   f"CompressedImage ({OUT_OVERLAY_TOPIC}) and the input CameraInfo, with the "
+                                   "message definitions embedded; plus an overlay mp4 and a contact-sheet PNG. "
+                                   "Every frame is processed (offline: none is dropped).")
+    p.add_argument("input", help="input bag: a rosbag2 folder, or a .mcap / .db3 file")
+    p.add_argument("out", help="output bag folder (must not exist unless --overwrite)")
+    p.add_argument("--image-topic", help="Image or CompressedImage topic (default: the bag's only one)")
+    p.add_argument("--camera-info-topic", default="auto",
+                   help="CameraInfo topic; 'auto' (default) = the bag's only one, 'none' = assume intrinsics")
+    p.add_argument("--detections-topic", default="auto",
+                   help="vision_msgs/Detection2DArray topic of an upstream detector, matched by stamp; "
+                        "'auto' (default) = the bag's only one, 'none' = use the embedded detector")
+    p.add_argument("--detector", choices=("auto", "hog", "fixed", "whole_image", "none"), default="auto",
+                   help="embedded detector; 'auto' = none with upstream detections, else hog")
+    p.add_argument("--fixed-box", type=float, nargs=4, metavar=("X0", "Y0", "X1", "Y1"),
+                   help="the box for --detector fixed (pixels)")
+    p.add_argument("--max-people", type=int, default=6)
+    p.add_argument("--detect-every", type=int, default=10, help="frames between detector runs while tracking")
+    p.add_argument("--no-tracking", action="store_true", help="detect on every frame, track id 0")
+    p.add_argument("--no-smoothing", action="store_true", help="no One-Euro smoothing")
+    p.add_argument("--model", help="ONNX model with its .json sidecar (default: the shipped hkmr_default.onnx)")
+    p.add_argument("--backend", default="onnxruntime",
+                   choices=("auto", "onnxruntime", "onnxruntime-cuda", "tensorrt"), help="default: onnxruntime (CPU)")
+    p.add_argument("--threads", type=int, help="ONNX Runtime threads (default: usable CPUs, at most 4)")
+    p.add_argument("--storage", choices=bags.STORAGES, help="output storage (default: mcap; .db3 suffix: sqlite3)")
+    p.add_argument("--video", help="overlay video path (default: OUT.mp4)")
+    p.add_argument("--no-video", action="store_true")
+    p.add_argument("--contact-sheet", help="contact-sheet PNG path (default: OUT_contact_sheet.png)")
+    p.add_argument("--no-contact-sheet", action="store_true")
+    p.add_argument("--mesh", action="store_true", help="also publish the mesh as a TRIANGLE_LIST marker (large)")
+    p.add_argument("--max-frames", type=int, help="stop after this many images")
+    p.add_argument("--summary-json", help="write the run's summary (counts, timings) as JSON here")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it is a bag")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_process)
+
+    e = sub.add_parser("eval", help="MPJPE / PA-MPJPE, recall and id switches against ground truth",
+                       description="Compare the PersonMeshArray of a processed bag with the ground truth of a "
+                                   "synthetic bag (frames matched by stamp, people by box IoU). Prints a markdown "
+                                   "table with the network beside two baselines (a constant mean skeleton and "
+                                   "the rest pose); --out also writes metrics.md, metrics.json, per_frame.csv "
+                                   "and metrics.png (the plot needs matplotlib).")
+    e.add_argument("result", help="bag written by `hkmr-bag process`")
+    e.add_argument("gt", help="bag with the ground truth (e.g. the input bag made by `hkmr-bag synth`)")
+    e.add_argument("--result-topic", help=f"PersonMeshArray topic of the result (default {OUT_PEOPLE_TOPIC})")
+    e.add_argument("--gt-topic", help="PersonMeshArray topic of the ground truth (default /ground_truth/people)")
+    e.add_argument("--iou", type=float, default=0.5, help="least box IoU of a match (default 0.5)")
+    e.add_argument("--min-visible", type=float, default=0.5,
+                   help="a true person counts when at least this share of joints is visible (default 0.5)")
+    e.add_argument("--out", help="folder for metrics.md, metrics.json, per_frame.csv, metrics.png")
+    e.set_defaults(func=cmd_eval)
     return parser
 
 
@@ -94,7 +507,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, FileExistsError, bags.BagError, ValueError) as err:
+    except (FileNotFoundError, FileExistsError, bags.BagError, ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
 

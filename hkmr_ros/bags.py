@@ -144,6 +144,17 @@ class BagWriter:
         if self._since_commit >= self.commit_every:
             self.flush()
 
+    def write_raw(self, topic: str, msgtype: str, stamp_ns: int, data: bytes) -> None:
+        """Append already-serialised CDR bytes (e.g. a message copied from another bag)."""
+        if self.closed:
+            raise BagError(f"bag {self.path} is already closed")
+        self.add_topic(topic, msgtype)
+        self._writer.write(self._connections[topic], int(stamp_ns), bytes(data))
+        self.counts[topic] += 1
+        self._since_commit += 1
+        if self._since_commit >= self.commit_every:
+            self.flush()
+
     def flush(self) -> None:
         """Make what was written so far durable (sqlite3 commit; MCAP file buffer flush)."""
         self._since_commit = 0
@@ -281,34 +292,6 @@ def detection_array(types: Mapping[str, Any], stamp_ns: int, frame_id: str, boxe
             header=hdr, results=[hypothesis], bbox=bounding_box(types, box),
             id="" if ids is None else str(ids[i])))
     return types[DETECTION_ARRAY](header=hdr, detections=detections)
-
-
-def detections_from_msg(msg: Any, classes: Optional[Sequence[str]] = ("person",)) -> List[Tuple[np.ndarray, float, str]]:
-    """(box [x0, y0, x1, y1], score, class_id) per detection of a Detection2DArray.
-
-    classes: keep only hypotheses whose class_id is in it (None keeps all; an empty class_id
-    counts as a match, as detectors that publish one class often leave it empty). Boxes that are
-    not finite or have no area are dropped.
-    """
-    out = []
-    for det in msg.detections:
-        box = box_from_msg(det.bbox)
-        if not np.all(np.isfinite(box)) or box[2] <= box[0] or box[3] <= box[1]:
-            continue
-        best: Optional[Tuple[float, str]] = None
-        for result in det.results:
-            cls, score = str(result.hypothesis.class_id), float(result.hypothesis.score)
-            if classes is not None and cls and cls not in classes:
-                continue
-            if not np.isfinite(score):
-                continue
-            if best is None or score > best[0]:
-                best = (score, cls)
-        if not det.results and classes is None:
-            best = (1.0, "")
-        if best is not None:
-            out.append((box, float(np.clip(best[0], 0.0, 1.0)), best[1]))
-    return out
 
 
 def camera_k(msg: Any) -> np.ndarray:
