@@ -27,8 +27,7 @@ from hkmr_ros.inference.model_info import ModelInfo, load_faces, read_model_info
 LOG = logging.getLogger("hkmr_ros.inference")
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = PACKAGE_DIR / "data" / "hkmr_default.onnx"
-REGENERATE_COMMAND = ("python -m engine_build.onnx_export --checkpoint training/weights/hkmr_default/model.pt "
-                      "--out hkmr_ros/data/hkmr_default.onnx")
+REGENERATE_COMMAND = "python -m engine_build"  # from the repository root, with the training extras
 BACKENDS = ("auto", "tensorrt", "onnxruntime-cuda", "onnxruntime")
 
 
@@ -151,13 +150,15 @@ def make_backend(info: ModelInfo, backend: str, threads: Optional[int] = None, p
     if backend == "onnxruntime-cuda":
         return _onnxruntime(info, "cuda", threads), "requested"
     if backend == "tensorrt":
-        return _tensorrt(info, precision, max_batch, cache_dir, progress), "requested"
+        chosen = _tensorrt(info, precision, max_batch, cache_dir, progress)
+        return chosen, f"requested; {precision} engine {getattr(chosen, 'status', '')}"
     skipped: List[str] = []
     from hkmr_ros.inference.tensorrt_backend import tensorrt_unavailable_reason
     why = tensorrt_unavailable_reason()
     if why is None:
         try:
-            return _tensorrt(info, precision, max_batch, cache_dir, progress), "auto: TensorRT and a GPU found"
+            chosen = _tensorrt(info, precision, max_batch, cache_dir, progress)
+            return chosen, f"auto: TensorRT and a GPU found; {precision} engine {getattr(chosen, 'status', '')}"
         except EstimatorError as e:
             skipped.append(f"tensorrt failed ({e})")
     else:

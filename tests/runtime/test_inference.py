@@ -318,7 +318,7 @@ def test_warmup_runs_before_the_first_frame(tiny, monkeypatch):
 
 def test_default_model_missing_names_path_and_regeneration_command(monkeypatch, tmp_path):
     monkeypatch.setattr(estimator_module, "DEFAULT_MODEL", tmp_path / "hkmr_default.onnx")
-    with pytest.raises(FileNotFoundError, match="hkmr_default.onnx.*engine_build.onnx_export"):
+    with pytest.raises(FileNotFoundError, match="hkmr_default.onnx.*python -m engine_build"):
         load_estimator(None)
 
 
