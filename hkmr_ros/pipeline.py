@@ -197,9 +197,9 @@ class Pipeline:
             track = self.tracker.commit(cand, j2d, w, h)
             if track is not None:
                 raw.append((track, cand, cb, est, j2d))
-        ended += self.tracker.remove_duplicates()
+        ended += self.tracker.resolve_duplicates()
         ended += self.tracker.enforce_max()
-        alive = {id(tr) for tr in self.tracker.tracks}
+        alive = {id(tr) for tr in self.tracker.visible()}
         if self.config.tracking.enabled:
             raw = [r for r in raw if id(r[0]) in alive]
         times["track"] = _ms(t)

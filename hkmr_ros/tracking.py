@@ -3,7 +3,11 @@
 Between detections a track's next crop comes from its last predicted 2D joints (as MediaPipe's
 pose tracker does), so the detector only runs when a track is lost, every N frames to find
 newcomers, or when upstream detections arrive. A track ends when it leaves the image, when its
-box degenerates, when detections stop confirming it, or when it duplicates an older track.
+box degenerates, or when detections stop confirming it. When two tracks land on the same person
+(one walked behind the other: the network then fits the one in front), the track whose box
+jumped less keeps the person and the other is hidden: it coasts on its last velocity without
+output until a detection matches it again (the detector then runs every few frames), or ends
+after `max_hidden` frames.
 """
 from __future__ import annotations
 
@@ -26,8 +30,12 @@ class TrackingConfig:
     max_unconfirmed: detector runs in a row that miss a track before it ends.
     joint_box_scale: joint bounding box -> person box (the joints stop short of the head top,
     the feet and the fingertips). motion: share of last frame's box motion extrapolated.
-    duplicate_iou: two tracks overlapping more than this are one person; the younger ends.
+    duplicate_iou: two tracks overlapping more than this are one person (see above).
+    max_hidden: frames a hidden (occluded) track waits for a detection before it ends;
+    detect_every_hidden: detector period while a track is hidden.
     min_inside: least share of the person box inside the image to keep a track.
+    max_scale_change: largest factor by which a tracked person's box side may change from one
+    frame to the next; a bigger jump means the crop no longer holds the person (lost).
     """
 
     enabled: bool = True
@@ -36,9 +44,12 @@ class TrackingConfig:
     max_unconfirmed: int = 4
     joint_box_scale: float = 1.2
     motion: float = 0.5
-    duplicate_iou: float = 0.7
+    duplicate_iou: float = 0.6
+    max_hidden: int = 45
+    detect_every_hidden: int = 3
     min_inside: float = 0.3
     min_box_side: float = 16.0
+    max_scale_change: float = 1.5
 
     def validate(self) -> None:
         checks = [
@@ -48,8 +59,11 @@ class TrackingConfig:
             (1.0 <= self.joint_box_scale <= 3.0, "joint_box_scale must be in [1, 3]"),
             (0.0 <= self.motion <= 1.0, "motion must be in [0, 1]"),
             (0.0 < self.duplicate_iou <= 1.0, "duplicate_iou must be in (0, 1]"),
+            (isinstance(self.max_hidden, int) and 0 <= self.max_hidden <= 100_000, "max_hidden must be an integer in [0, 100000]"),
+            (isinstance(self.detect_every_hidden, int) and 1 <= self.detect_every_hidden <= 100_000, "detect_every_hidden must be an integer in [1, 100000]"),
             (0.0 <= self.min_inside <= 1.0, "min_inside must be in [0, 1]"),
             (0.0 < self.min_box_side < 10_000, "min_box_side must be in (0, 10000) pixels"),
+            (1.0 < self.max_scale_change <= 100.0, "max_scale_change must be in (1, 100]"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -74,6 +88,10 @@ def inside_fraction(box: np.ndarray, width: int, height: int) -> float:
     return float(ix * iy / area)
 
 
+def _side(box: np.ndarray) -> float:
+    return float(max(box[2] - box[0], box[3] - box[1]))
+
+
 class Track:
     """One person followed over frames."""
 
@@ -85,13 +103,22 @@ class Track:
         self.score = float(score)
         self.hits = 0
         self.unconfirmed = 0
+        self.hidden = 0                                  # frames since it was hidden (0 = visible)
+        self.velocity = np.zeros(4)                      # box change per frame (pixels)
         self.smoother = PersonSmoother(smoothing)
 
     def predicted_box(self, motion: float) -> np.ndarray:
-        """Where the person should be now: the last box moved on by `motion` of its last step."""
-        if self.prev_box is None or motion == 0:
-            return self.box.copy()
-        return self.box + motion * (self.box - self.prev_box)
+        """Where the person should be now: the last box moved on by `motion` of its velocity
+        (a hidden track coasts at full velocity for every frame it has been hidden)."""
+        if self.hidden:
+            return self.box + self.velocity * self.hidden
+        return self.box + motion * self.velocity
+
+    def continuity(self) -> float:
+        """IoU of the last box with the one before (1 = no jump)."""
+        if self.prev_box is None:
+            return 0.0
+        return float(box_iou(self.box, self.prev_box)[0, 0])
 
 
 @dataclass
@@ -127,8 +154,14 @@ class Tracker:
         """Run the detector this frame? (no tracks, a track was lost, or N frames since the last)."""
         if not self.config.enabled:
             return True
-        return (self.force_detection or not self.tracks
-                or self.frames_since_detection + 1 >= self.config.detect_every)
+        period = self.config.detect_every
+        if any(t.hidden for t in self.tracks):
+            period = min(period, self.config.detect_every_hidden)
+        return (self.force_detection or not self.visible()
+                or self.frames_since_detection + 1 >= period)
+
+    def visible(self) -> List[Track]:
+        return [t for t in self.tracks if not t.hidden]
 
     def _match_cost(self, det: Detection, track: Track) -> float:
         """Match quality in [0, 1]: half box IoU, half share of the track's joints inside the box."""
@@ -150,9 +183,17 @@ class Tracker:
         if not self.config.enabled:
             dets = detections or []
             return [Candidate(d.box, d.score, None, True) for d in dets[:self.max_people]], ended
+        for t in self.tracks:
+            if t.hidden:
+                t.hidden += 1
+                if t.hidden > self.config.max_hidden + 1:
+                    ended.append(t.track_id)
+        if ended:
+            self.tracks = [t for t in self.tracks if t.track_id not in set(ended)]
         if detections is None:
             self.frames_since_detection += 1
-            return [Candidate(t.predicted_box(self.config.motion), t.score, t, False) for t in self.tracks], ended
+            return [Candidate(t.predicted_box(self.config.motion), t.score, t, False)
+                    for t in self.visible()], ended
         self.frames_since_detection = 0
         self.force_detection = False
         # greedy assignment on match quality (few people: greedy equals Hungarian in practice)
@@ -167,11 +208,14 @@ class Tracker:
             used_t.add(k)
             t = self.tracks[k]
             t.unconfirmed = 0
+            if t.hidden:                 # back from behind someone: restart its motion
+                t.box = t.predicted_box(self.config.motion)
+                t.prev_box, t.hidden = None, 0
             t.score = detections[i].score
             out.append(Candidate(detections[i].box, detections[i].score, t, True))
         keep: List[Track] = []
         for k, t in enumerate(self.tracks):
-            if k in used_t:
+            if k in used_t or t.hidden:
                 keep.append(t)
                 continue
             t.unconfirmed += 1
@@ -181,7 +225,7 @@ class Tracker:
             keep.append(t)
             out.append(Candidate(t.predicted_box(self.config.motion), t.score, t, False))
         self.tracks = keep
-        room = self.max_people - len(self.tracks)
+        room = self.max_people - len(self.visible())
         for i, d in enumerate(detections):
             if i in used_d or room <= 0:
                 continue
@@ -203,6 +247,10 @@ class Tracker:
         if ok and (min(box[2] - box[0], box[3] - box[1]) < c.min_box_side
                    or inside_fraction(box, width, height) < c.min_inside):
             ok = False
+        if ok and cand.track is not None and not cand.from_detection and cand.track.hits > 0:
+            ratio = _side(box) / max(_side(cand.track.box), 1e-9)
+            if not (1.0 / c.max_scale_change <= ratio <= c.max_scale_change):
+                ok = False
         if not c.enabled:
             if not ok:
                 return None
@@ -219,9 +267,10 @@ class Tracker:
             t = Track(self.next_id, box, cand.score, self.smoothing)
             self.next_id += 1
             self.tracks.append(t)
-        t.prev_box, t.box = t.box, box
-        if t.hits == 0:
-            t.prev_box = None
+        if t.hits > 0:
+            step = box - t.box
+            t.velocity = step if t.prev_box is None else 0.5 * t.velocity + 0.5 * step
+        t.prev_box, t.box = (t.box if t.hits > 0 else None), box
         t.joints_2d = joints_2d
         t.hits += 1
         return t
@@ -230,14 +279,21 @@ class Tracker:
         self.tracks = [x for x in self.tracks if x is not track]
         self.force_detection = True
 
-    def remove_duplicates(self) -> List[int]:
-        """End the younger of two tracks on the same person; returns the ended ids."""
+    def resolve_duplicates(self) -> List[int]:
+        """Two visible tracks on one person: the one whose box jumped less keeps it (ties: the
+        older), the other is hidden (or ended if it was born this frame). Returns ended ids."""
         ended: List[int] = []
-        order = sorted(self.tracks, key=lambda t: (-t.hits, t.track_id))
+        order = sorted(self.visible(), key=lambda t: (-t.continuity(), -t.hits, t.track_id))
         kept: List[Track] = []
         for t in order:
             if any(float(box_iou(t.box, k.box)[0, 0]) > self.config.duplicate_iou for k in kept):
-                ended.append(t.track_id)
+                if t.hits <= 1 or self.config.max_hidden == 0:
+                    ended.append(t.track_id)
+                else:                        # undo this frame's jump and coast from before it
+                    if t.prev_box is not None:
+                        t.box = t.prev_box
+                    t.hidden = 1
+                    self.force_detection = False
             else:
                 kept.append(t)
         if ended:
@@ -245,10 +301,10 @@ class Tracker:
         return ended
 
     def enforce_max(self) -> List[int]:
-        """Keep at most max_people tracks (the longest-lived)."""
+        """Keep at most max_people tracks (visible first, then the longest-lived)."""
         if len(self.tracks) <= self.max_people:
             return []
-        order = sorted(self.tracks, key=lambda t: (-t.hits, t.track_id))
+        order = sorted(self.tracks, key=lambda t: (t.hidden > 0, -t.hits, t.track_id))
         ended = [t.track_id for t in order[self.max_people:]]
         self.tracks = order[:self.max_people]
         return ended
