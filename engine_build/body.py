@@ -98,11 +98,13 @@ class ExportBody(nn.Module):
         if vertices:
             self.register_buffer("rest_joints", j_template[order].float().reshape(1, -1))  # level order
             self.register_buffer("joint_dirs", j_dirs[order].permute(2, 0, 1).reshape(num_betas, -1).float())
-            self.register_buffer("v_template", v_template.float().reshape(1, -1))  # 1x(V*3)
-            self.register_buffer("shapedirs", shapedirs.permute(2, 0, 1).reshape(num_betas, -1).float())
-            self.register_buffer("skin_weights", smpl.lbs_weights.float()[:, order])  # VxJ, level order
-            if self.has_pose_blend_shapes:
-                self.register_buffer("posedirs", smpl.posedirs.float())  # 207x(V*3), SMPL joint order
+            # mesh arrays coordinate-major (all x, then y, then z) for `skin`
+            self.register_buffer("v_template", v_template.T.reshape(1, -1).float())  # 1x(3*V)
+            self.register_buffer("shapedirs", shapedirs.permute(2, 1, 0).reshape(num_betas, -1).float())
+            self.register_buffer("skin_weights", smpl.lbs_weights.float()[:, order].T.contiguous())  # JxV
+            if self.has_pose_blend_shapes:  # smplx: 207x(V*3) vertex-major, SMPL joint order
+                posedirs = smpl.posedirs.reshape(-1, self.num_vertices, 3).permute(0, 2, 1)
+                self.register_buffer("posedirs", posedirs.reshape(posedirs.shape[0], -1).float())
 
     def parent_slots(self) -> List[torch.Tensor]:
         return [self.level_order[:0]] + [getattr(self, f"parent_slots_{l}") for l in range(1, len(self.levels))]
@@ -120,20 +122,26 @@ class ExportBody(nn.Module):
 
     def skin(self, rotmat: torch.Tensor, betas: torch.Tensor, glob_r: torch.Tensor,
              glob_t: torch.Tensor) -> torch.Tensor:
-        """Linear blend skinning: `BxVx3` from the posed chain (level order) and the shaped mesh."""
-        batch = rotmat.shape[0]
+        """Linear blend skinning: `BxVx3` from the posed chain (level order) and the shaped mesh.
+
+        Coordinate-major (`Bx3xV`) until the end, so that blending the 3x4 transforms with [v, 1] is
+        a few elementwise ops on contiguous rows (ONNX Runtime's inner-axis broadcasts and batched
+        3x3 MatMuls per vertex are several times slower).
+        """
+        batch, verts = rotmat.shape[0], self.num_vertices
         rest = torch.addmm(self.rest_joints, betas, self.joint_dirs).reshape(batch, NUM_JOINTS, 3, 1)
-        shift = glob_t - torch.matmul(glob_r, rest).squeeze(-1)  # BxJx3: maps rest joints to posed
-        transforms = torch.cat([glob_r.flatten(2), shift], dim=-1)  # BxJx12
-        per_vertex = torch.matmul(self.skin_weights, transforms)  # BxVx12
-        shaped = torch.addmm(self.v_template, betas, self.shapedirs)  # Bx(V*3)
+        shift = glob_t.unsqueeze(-1) - torch.matmul(glob_r, rest)  # BxJx3x1: rest joints to posed
+        transforms = torch.cat([glob_r, shift], dim=-1).reshape(batch, NUM_JOINTS, 12).transpose(1, 2)
+        blended = torch.matmul(transforms, self.skin_weights).reshape(batch, 3, 4, verts)  # rows [R_i, t_i]
+        shaped = torch.addmm(self.v_template, betas, self.shapedirs)  # Bx(3*V), coordinate-major
         if self.has_pose_blend_shapes:
             eye = torch.eye(3, dtype=rotmat.dtype, device=rotmat.device)
             feature = (rotmat[:, 1:] - eye).reshape(batch, -1)  # Bx207
             shaped = torch.addmm(shaped, feature, self.posedirs)
-        shaped = shaped.reshape(batch, self.num_vertices, 3, 1)
-        rot = per_vertex[..., :9].reshape(batch, self.num_vertices, 3, 3)
-        return torch.matmul(rot, shaped).squeeze(-1) + per_vertex[..., 9:]
+        shaped = shaped.reshape(batch, 1, 3, verts)
+        out = (blended[:, :, 0] * shaped[:, :, 0] + blended[:, :, 1] * shaped[:, :, 1]
+               + blended[:, :, 2] * shaped[:, :, 2] + blended[:, :, 3])  # Bx3xV
+        return out.transpose(1, 2)
 
 
 def faces_array(body_model: nn.Module) -> np.ndarray:
