@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import math
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -195,11 +196,38 @@ def _flatten(obj: Any, prefix: str = "") -> Iterable[Tuple[str, Any]]:
         # None or other objects (e.g. an optional box left unset) are not parameters
 
 
+def docstring_fields(cls: type) -> Dict[str, str]:
+    """'field: text' descriptions from a config dataclass's docstring (the pipeline's convention)."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    text = " ".join((cls.__doc__ or "").split())
+    hits = sorted((m.start(), m.end(), m.group(1)) for m in
+                  re.finditer(r"(?<![\w.])(" + "|".join(map(re.escape, names)) + r"):\s", text)) if names else []
+    out: Dict[str, str] = {}
+    for i, (start, end, name) in enumerate(hits):
+        stop = hits[i + 1][0] if i + 1 < len(hits) else len(text)
+        out.setdefault(name, text[end:stop].strip())
+    return out
+
+
+def _doc_of(config: Any, dotted: str) -> Optional[str]:
+    """The docstring description of a (nested) field, e.g. 'tracking.max_hidden'."""
+    *path, leaf = dotted.split(".")
+    obj = config
+    for part in path:
+        obj = getattr(obj, part)
+    desc = docstring_fields(type(obj)).get(leaf)
+    return desc[0].upper() + desc[1:] if desc else None
+
+
 def pipeline_param_specs(config: Any) -> Tuple[ParamSpec, ...]:
-    """ParamSpecs for a PipelineConfig instance (its values are the defaults); all live."""
+    """ParamSpecs for a PipelineConfig instance (its values are the defaults); all live.
+
+    Description and range from PIPELINE_DOCS, else the description from the config class's
+    docstring (values are then checked by the config's own validate())."""
     specs = []
     for name, value in _flatten(config):
-        doc, rng, choices = PIPELINE_DOCS.get(name, (f"Pipeline setting {name} (see hkmr_ros.pipeline).", None, None))
+        doc, rng, choices = PIPELINE_DOCS.get(
+            name, (_doc_of(config, name) or f"Pipeline setting {name} (see hkmr_ros.pipeline).", None, None))
         if isinstance(value, bool):
             rng = None
         elif isinstance(value, int) and rng is not None:
@@ -213,8 +241,8 @@ def pipeline_param_specs(config: Any) -> Tuple[ParamSpec, ...]:
 
 
 def missing_pipeline_docs(config: Any) -> List[str]:
-    """PipelineConfig fields without a description in PIPELINE_DOCS."""
-    return [name for name, _ in _flatten(config) if name not in PIPELINE_DOCS]
+    """PipelineConfig fields with no description, neither in PIPELINE_DOCS nor in their docstring."""
+    return [name for name, _ in _flatten(config) if name not in PIPELINE_DOCS and not _doc_of(config, name)]
 
 
 def apply_to_config(config: Any, values: Mapping[str, Any]) -> Any:
