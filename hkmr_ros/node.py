@@ -15,6 +15,7 @@ exactly as the offline bag tools write them. Diagnostics go to /diagnostics on a
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 import sys
@@ -115,6 +116,7 @@ class HkmrNode(LifecycleNode):
         self._subs: List[Any] = []
         self._pubs: Dict[str, Any] = {}
         self._diag_timer = None
+        self._diag_pub = None
         self._diag_last: Dict[str, float] = {}
         self._active = False
         self._steady = Clock(clock_type=ClockType.STEADY_TIME)
@@ -186,8 +188,9 @@ class HkmrNode(LifecycleNode):
             "markers": self.create_lifecycle_publisher(MarkerArray, "~/markers", reliable_qos(depth)),
             "overlay": self.create_lifecycle_publisher(Image, "~/overlay", reliable_qos(depth)),
             "tf": self.create_lifecycle_publisher(TFMessage, "/tf", reliable_qos(100)),
-            "diagnostics": self.create_lifecycle_publisher(DiagnosticArray, "/diagnostics", reliable_qos(10)),
         }
+        # diagnostics also while inactive (a plain publisher): the state is what one wants to see
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", reliable_qos(10))
         self.stats = params.WindowStats(window_s=5.0)
         self._diag_last = {}
         self._diag_timer = self.create_timer(float(v["diagnostics_period"]), self._publish_diagnostics,
@@ -259,6 +262,12 @@ class HkmrNode(LifecycleNode):
             except Exception:  # noqa: BLE001 - the context may already be shut down (Ctrl-C)
                 pass
         self._pubs = {}
+        if self._diag_pub is not None:
+            try:
+                self.destroy_publisher(self._diag_pub)
+            except Exception:  # noqa: BLE001
+                pass
+            self._diag_pub = None
         self.pipeline = None
         self.estimator = None
         self.camera = None
@@ -407,7 +416,8 @@ class HkmrNode(LifecycleNode):
     # -- diagnostics -----------------------------------------------------------------------------
 
     def _publish_diagnostics(self) -> None:
-        if "diagnostics" not in self._pubs:
+        pub = self._diag_pub
+        if pub is None:
             return
         snap = self.stats.snapshot()
         totals = {k: snap.get(f"{k}_total", 0.0) for k in ("input", "processed", "dropped", "bad", "failed")}
@@ -450,7 +460,7 @@ class HkmrNode(LifecycleNode):
             values=[t["diagnostic_msgs/msg/KeyValue"](key=k, value=str(val)) for k, val in kv.items()])
         stamp_ns = self.get_clock().now().nanoseconds
         arr = t["diagnostic_msgs/msg/DiagnosticArray"](header=messages.header(t, stamp_ns, ""), status=[status])
-        self._send("diagnostics", arr, "diagnostic_msgs/msg/DiagnosticArray")
+        pub.publish(self.store.serialize_cdr(arr, "diagnostic_msgs/msg/DiagnosticArray"))
 
 
 def _fmt(v: Optional[float]) -> str:
@@ -459,11 +469,16 @@ def _fmt(v: Optional[float]) -> str:
 
 def main(args: Optional[List[str]] = None) -> int:
     """`ros2 run hkmr_ros hkmr_node`: spin until shutdown; 1 when the model could not load."""
+    logging.basicConfig(level=logging.INFO, format="[%(levelname)s] [%(name)s]: %(message)s")
     rclpy.init(args=args)
     node = None
     code = 0
     try:
-        node = HkmrNode()
+        try:
+            node = HkmrNode()
+        except Exception as e:  # noqa: BLE001 - invalid parameters at start: say which, exit 2
+            print(f"[FATAL] [{NODE_NAME}]: cannot start: {type(e).__name__}: {e}", file=sys.stderr)
+            return 2
         if node.values["autostart"]:
             if node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
                 node.trigger_activate()
@@ -476,9 +491,6 @@ def main(args: Optional[List[str]] = None) -> int:
         code = node.exit_code or 0
     except (KeyboardInterrupt, ExternalShutdownException):
         code = 0
-    except ValueError as e:   # invalid parameters given at start
-        print(f"[FATAL] [{NODE_NAME}]: {e}", file=sys.stderr)
-        code = 2
     finally:
         if node is not None:
             node.shutdown_now()

@@ -54,7 +54,7 @@ class BagPlayer(Node):
         if not rate > 0:
             raise ValueError(f"--rate must be > 0, got {rate}")
         self.reader = BagReader(bag)
-        available = self.reader.topics()
+        available = self.reader.topics
         if topics:
             for t in topics:
                 self.reader.require_topic(t)
