@@ -67,7 +67,7 @@ def resample_matrix(in_size: int, out_size: int) -> np.ndarray:
 
 @lru_cache(maxsize=64)
 def _axis_matrix(in_size: int, out_size: int, crop_size: int) -> np.ndarray:
-    """float32 `out x in`: in -> crop_size (when different) then crop_size -> out, composed."""
+    """float32 `out x in`: in -> crop_size (when different) then crop_size -> out, composed in float64."""
     m = resample_matrix(crop_size, out_size).astype(np.float64) @ resample_matrix(in_size, crop_size)
     m = m.astype(np.float32)
     m.setflags(write=False)
@@ -127,19 +127,28 @@ def check_crops(crops: Crops) -> List[np.ndarray]:
 
 
 def normalise(crops: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """`NxHxWx3` uint8/float (0..255) -> `Nx3xHxW` float32 `(rgb / 255 - mean) / std` (training's op order)."""
-    x = (crops.astype(np.float32) / np.float32(255.0) - mean.astype(np.float32)) / std.astype(np.float32)
-    return x.transpose(0, 3, 1, 2)
+    """`NxHxWx3` uint8/float (0..255) -> `Nx3xHxW` float32 `(rgb / 255 - mean) / std` (training's op order).
+
+    The channel axis moves first while the data is still small (uint8), so every float pass is contiguous.
+    """
+    x = np.ascontiguousarray(crops.transpose(0, 3, 1, 2)).astype(np.float32)  # always a new array
+    np.divide(x, np.float32(255.0), out=x)
+    np.subtract(x, mean.astype(np.float32).reshape(3, 1, 1), out=x)
+    np.divide(x, std.astype(np.float32).reshape(3, 1, 1), out=x)
+    return x
 
 
 def resize(x: np.ndarray, out_size: int, crop_size: int = CROP_SIZE) -> np.ndarray:
-    """`Nx3xHxW` float32 -> `Nx3xSxS`: PyTorch's antialiased bilinear, via 224 when H, W != 224."""
+    """`NxCxHxW` float32 -> `NxCxSxS`: PyTorch's antialiased bilinear, via 224 when H, W != 224.
+
+    Width first (one GEMM over all rows), then height (one small GEMM per channel).
+    """
     n, c, h, w = x.shape
     if h == out_size and w == out_size and (h == crop_size or out_size == crop_size):
         return np.ascontiguousarray(x, dtype=np.float32)
     wy, wx = axis_matrices(h, w, out_size, crop_size)
-    out = np.matmul(wy, np.matmul(x, wx.T))  # (S,H) @ (N,3,H,W) @ (W,S)
-    return np.ascontiguousarray(out, dtype=np.float32)
+    y = (np.ascontiguousarray(x, dtype=np.float32).reshape(n * c * h, w) @ wx.T).reshape(n, c, h, out_size)
+    return np.ascontiguousarray(np.matmul(wy, y), dtype=np.float32)
 
 
 def to_network_input(crops: Crops, image_size: int, mean: Sequence[float], std: Sequence[float],
@@ -148,11 +157,14 @@ def to_network_input(crops: Crops, image_size: int, mean: Sequence[float], std: 
     checked = check_crops(crops)
     mean_a = np.asarray(mean, dtype=np.float32)
     std_a = np.asarray(std, dtype=np.float32)
-    out = np.empty((len(checked), 3, image_size, image_size), dtype=np.float32)
+    if isinstance(crops, np.ndarray):
+        return resize(normalise(crops, mean_a, std_a), image_size, crop_size)
     groups: Dict[Tuple[Tuple[int, ...], str], List[int]] = {}
     for i, c in enumerate(checked):
         groups.setdefault((c.shape, c.dtype.str), []).append(i)
+    if len(groups) == 1:
+        return resize(normalise(np.stack(checked), mean_a, std_a), image_size, crop_size)
+    out = np.empty((len(checked), 3, image_size, image_size), dtype=np.float32)
     for idx in groups.values():
-        batch = np.stack([checked[i] for i in idx]) if len(idx) > 1 else checked[idx[0]][None]
-        out[idx] = resize(normalise(batch, mean_a, std_a), image_size, crop_size)
+        out[idx] = resize(normalise(np.stack([checked[i] for i in idx]), mean_a, std_a), image_size, crop_size)
     return out

@@ -20,7 +20,7 @@ import pytest
 from hkmr_ros.inference import (BACKENDS, DEFAULT_MODEL, BackendUnavailableError, EstimatorError, InputError,
                                 MeshEstimate, ModelError, ModelNotFoundError, SidecarError, load_estimator)
 from hkmr_ros.inference import estimator as estimator_module
-from hkmr_ros.inference.preprocess import normalise, resample_matrix, resize, to_network_input
+from hkmr_ros.inference.preprocess import axis_matrices, resample_matrix, resize, to_network_input
 
 ROOT = Path(__file__).resolve().parents[2]
 SIZE = 16  # the tiny graph's input side
@@ -67,9 +67,18 @@ def write_tiny_model(folder: Path, outputs=("pose", "betas", "cam", "rotmat", "j
     return path
 
 
+def reference_input(crops: np.ndarray, size: int = SIZE) -> np.ndarray:
+    """Dense-matrix reference of the preprocessing, float64: normalise, then Wy @ X @ Wx^T via 224."""
+    x = (crops.astype(np.float64) / 255.0 - np.array(MEAN)) / np.array(STD)
+    x = x.transpose(0, 3, 1, 2)
+    wy = resample_matrix(224, size).astype(np.float64) @ resample_matrix(crops.shape[1], 224)
+    wx = resample_matrix(224, size).astype(np.float64) @ resample_matrix(crops.shape[2], 224)
+    return wy @ x @ wx.T
+
+
 def expected_outputs(crops: np.ndarray, seed: int = 0) -> dict:
     """numpy reference: normalise, resize (via 224), flatten, multiply."""
-    x = resize(normalise(crops, np.array(MEAN), np.array(STD)), SIZE).reshape(len(crops), -1).astype(np.float64)
+    x = reference_input(crops).reshape(len(crops), -1)
     return {n: (x @ w.astype(np.float64)).reshape(len(crops), *OUT_DIMS[n]) for n, w in tiny_weights(seed).items()}
 
 
@@ -150,6 +159,25 @@ def test_resample_matrix_rows_sum_to_one_and_identity_at_same_size():
         np.testing.assert_allclose(m.sum(axis=1), 1.0, atol=1e-6)
         assert (m >= 0).all()
     np.testing.assert_array_equal(resample_matrix(224, 224), np.eye(224))
+
+
+def test_preprocessing_equals_the_dense_matrix_reference_for_any_crop_size():
+    rng = np.random.default_rng(2)
+    for size in (224, 100, 300, 97):
+        crops = rng.integers(0, 256, (2, size, size, 3), dtype=np.uint8)
+        for s in (96, 160, 224):
+            np.testing.assert_allclose(to_network_input(crops, s, MEAN, STD), reference_input(crops, s), atol=2e-5)
+    wy, wx = axis_matrices(300, 200, 96)
+    np.testing.assert_allclose(wy, resample_matrix(224, 96).astype(np.float64) @ resample_matrix(300, 224), atol=1e-6)
+    assert wx.shape == (96, 200) and axis_matrices(300, 200, 96)[0] is wy  # cached per input size
+
+
+def test_preprocessing_does_not_modify_the_callers_crops():
+    crops = crops_uint8(2)
+    floats = crops.astype(np.float32)
+    before = floats.copy()
+    to_network_input(floats, SIZE, MEAN, STD)
+    np.testing.assert_array_equal(floats, before)
 
 
 def test_downsampling_is_antialiased_every_input_pixel_counts():
