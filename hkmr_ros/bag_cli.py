@@ -311,7 +311,7 @@ def process_bag(input_bag: Path, output_bag: Path, *, estimator=None, config=Non
                 if done:
                     break
                 try:
-                    msg = reader.typestore.deserialize_cdr(data, msgtype)
+                    msg = reader.deserialize(topic, msgtype, data)
                 except Exception:
                     summary.undecodable_messages += 1
                     reader.skipped[topic] += 1

@@ -80,6 +80,29 @@ def make_typestore(distro: str = "humble") -> Typestore:
     return store
 
 
+_DEFAULT_STORES: Dict[str, Typestore] = {}
+_DEFINITION_STORES: Dict[Tuple[str, str], Typestore] = {}
+
+
+def default_typestore(distro: str = "humble") -> Typestore:
+    """A shared `make_typestore(distro)` (building one takes a while); do not register into it."""
+    if distro not in _DEFAULT_STORES:
+        _DEFAULT_STORES[distro] = make_typestore(distro)
+    return _DEFAULT_STORES[distro]
+
+
+def _store_from_definition(msgtype: str, text: str) -> Typestore:
+    """A typestore of one embedded ros2msg definition (with its dependencies), cached by text."""
+    key = (msgtype, text)
+    if key not in _DEFINITION_STORES:
+        store = get_typestore(Stores.EMPTY)
+        store.register(get_types_from_msg(text, msgtype))
+        if len(_DEFINITION_STORES) > 256:
+            _DEFINITION_STORES.pop(next(iter(_DEFINITION_STORES)))
+        _DEFINITION_STORES[key] = store
+    return _DEFINITION_STORES[key]
+
+
 def storage_of(path: Union[str, Path]) -> str:
     """'mcap' or 'sqlite3' from an output path's suffix (a folder name without suffix: 'mcap')."""
     suffix = Path(path).suffix.lower()
@@ -109,7 +132,7 @@ class BagWriter:
             _remove_bag(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.storage = storage
-        self.typestore = typestore if typestore is not None else make_typestore(distro)
+        self.typestore = typestore if typestore is not None else default_typestore(distro)
         self.types = self.typestore.types
         self.commit_every = int(commit_every)
         plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
@@ -330,7 +353,7 @@ class BagReader:
         self.path = Path(path)
         if not self.path.exists():
             raise FileNotFoundError(f"bag not found: {self.path}")
-        self.default_typestore = make_typestore(distro)
+        self.default_typestore = default_typestore(distro)
         self.truncated = False
         self.warnings: List[str] = []
         self.skipped: Counter = Counter()
@@ -383,18 +406,29 @@ class BagReader:
         raise BagError(f"cannot read bag {target}: {first_error}") from None
 
     def _bag_typestore(self) -> Typestore:
-        """Our default types, overridden by the definitions embedded in the bag."""
-        types = dict(self.default_typestore.fielddefs)
+        """The default typestore; per connection, the bag's embedded definition when it has one."""
+        self._stores: Dict[int, Typestore] = {}
         for conn in self.connections:
-            if conn.msgdef.format == MessageDefinitionFormat.MSG and conn.msgdef.data:
-                try:
-                    types.update(get_types_from_msg(conn.msgdef.data, conn.msgtype))
-                except Exception as err:  # a damaged definition: keep ours
-                    self.warnings.append(f"definition of {conn.msgtype} in the bag unreadable ({err}); "
-                                         "using the built-in one")
-        store = get_typestore(Stores.EMPTY)
-        store.register(types)
-        return store
+            text = conn.msgdef.data if conn.msgdef.format == MessageDefinitionFormat.MSG else ""
+            if not text:
+                continue
+            try:
+                self._stores[conn.id] = _store_from_definition(conn.msgtype, text)
+            except Exception as err:  # a damaged or conflicting definition: keep ours
+                self.warnings.append(f"definition of {conn.msgtype} on {conn.topic} in the bag is unreadable "
+                                     f"({err}); using the built-in one")
+        return self.default_typestore
+
+    def _deserialize(self, conn: Connection, data: bytes) -> Any:
+        store = self._stores.get(conn.id, self.default_typestore)
+        return store.deserialize_cdr(data, conn.msgtype)
+
+    def deserialize(self, topic: str, msgtype: str, data: bytes) -> Any:
+        """CDR bytes of `topic` (from `raw_messages`) -> message object; raises on bad data."""
+        conn = next((c for c in self.connections if c.topic == topic and c.msgtype == msgtype), None)
+        if conn is None:
+            raise BagError(f"no connection {topic} ({msgtype}) in {self.path}")
+        return self._deserialize(conn, data)
 
     # -- contents
     @property
@@ -461,7 +495,7 @@ class BagReader:
         """Deserialised messages of `topics` (None: all) in log-time order; bad ones are counted in `skipped`."""
         for raw in self._raw(topics):
             try:
-                msg = self.typestore.deserialize_cdr(raw.data, raw.connection.msgtype)
+                msg = self._deserialize(raw.connection, raw.data)
             except Exception:  # truncated/garbled CDR raises many types
                 self.skipped[raw.connection.topic] += 1
                 continue
@@ -534,11 +568,13 @@ class _McapScan:
         self._channels: Dict[int, Tuple[int, str, str]] = {}
         self._messages: List[Tuple[int, int, bytes]] = []
         self.good_bytes = 0
+        self.connections: List[Connection] = []
+        self.counts: Counter = Counter()
         if data[:8] != _MCAP_MAGIC:
             return
         try:
             self._records(data, 8, len(data), top=True)
-        except (struct.error, UnicodeDecodeError, BagError, ValueError, OSError, EOFError):
+        except Exception:  # a damaged record (bad lengths, bad UTF-8, bad compression) ends the scan
             pass
         self.connections = [
             Connection(id=cid, topic=topic, msgtype=self.schemas.get(sid, ("", "", ""))[0],
@@ -550,7 +586,6 @@ class _McapScan:
         known = {c.id for c in self.connections}
         self._messages = [m for m in self._messages if m[0] in known]
         self._messages.sort(key=lambda m: m[1])
-        self.counts: Counter = Counter()
         by_id = {c.id: c for c in self.connections}
         for cid, _, _ in self._messages:
             self.counts[by_id[cid].topic] += 1
