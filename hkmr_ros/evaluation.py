@@ -202,6 +202,7 @@ class EvalReport:
     """Overall numbers (mm) and the per-frame table."""
     frames: int
     frames_without_result: int
+    frames_outside_results: int
     gt_people: int
     counted: int
     matched: int
@@ -230,6 +231,15 @@ def evaluate(results: Dict[int, List[PersonRecord]], truth: Dict[int, List[Perso
     """Score `results` against `truth` (both {stamp ns: people}); see the module docstring."""
     if not truth:
         raise ValueError("the ground truth has no frames")
+    outside = 0
+    if results:  # a run over part of the bag (--max-frames) is scored on the part it covered
+        lo, hi = min(results), max(results)
+        kept = {s: p for s, p in truth.items() if lo <= s <= hi}
+        outside = len(truth) - len(kept)
+        truth = kept
+        if not truth:
+            raise ValueError("no ground-truth frame has a stamp within the results' stamps: "
+                             "are these results of this bag?")
     all_gt = [p for people in truth.values() for p in people if p.confidence.mean() >= min_visible]
     mean_skeleton = (np.mean([p.joints - p.joints[0] for p in all_gt], axis=0) if all_gt
                      else np.zeros((NUM_JOINTS, 3)))
@@ -294,7 +304,7 @@ def evaluate(results: Dict[int, List[PersonRecord]], truth: Dict[int, List[Perso
                                                         "pa_mpjpe_median_mm")}
     predictions_scored = matched_total + unmatched
     return EvalReport(
-        frames=len(truth), frames_without_result=missing, gt_people=gt_total, counted=counted_total,
+        frames=len(truth), frames_without_result=missing, frames_outside_results=outside, gt_people=gt_total, counted=counted_total,
         matched=matched_total, unmatched_predictions=unmatched,
         recall=matched_total / counted_total if counted_total else float("nan"),
         precision=matched_total / predictions_scored if predictions_scored else float("nan"),
@@ -324,6 +334,9 @@ def markdown_table(report: EvalReport) -> str:
               f"| {report.frames} | {report.gt_people} | {report.counted} | {report.matched} | "
               f"{_fmt(report.recall, 3)} | {_fmt(report.precision, 3)} | {report.id_switches} | "
               f"{_fmt(report.pelvis_error_mm)} |"]
+    if report.frames_outside_results:
+        lines.append(f"\n{report.frames_outside_results} ground-truth frames lie outside the processed stamps "
+                     "and are not scored.")
     if report.frames_without_result:
         lines.append(f"\n{report.frames_without_result} ground-truth frames had no result message "
                      "(skipped frames: all their people count as missed).")
