@@ -33,23 +33,27 @@ def axis_angle_to_matrix(aa: np.ndarray) -> np.ndarray:
 
 
 def matrix_to_quaternion(r: np.ndarray) -> np.ndarray:
-    """...x3x3 rotation matrices -> ...x4 unit quaternions (x, y, z, w) with w >= 0."""
+    """...x3x3 rotation matrices -> ...x4 unit quaternions (x, y, z, w) with w >= 0.
+
+    Shepperd's rule: each matrix uses the formula of its largest of (trace, m00, m11, m22),
+    stable at every angle including pi.
+    """
     r = np.asarray(r, dtype=np.float64)
-    m00, m11, m22 = r[..., 0, 0], r[..., 1, 1], r[..., 2, 2]
-    # four candidate magnitudes (Shepperd); take the largest for stability
-    q_abs = np.sqrt(np.maximum(np.stack([1 + m00 + m11 + m22, 1 + m00 - m11 - m22,
-                                         1 - m00 + m11 - m22, 1 - m00 - m11 + m22], -1), 0.0))
-    m = r
-    cands = np.stack([
-        np.stack([m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1], q_abs[..., 0] ** 2], -1),
-        np.stack([q_abs[..., 1] ** 2, m[..., 1, 0] + m[..., 0, 1], m[..., 0, 2] + m[..., 2, 0], m[..., 2, 1] - m[..., 1, 2]], -1),
-        np.stack([m[..., 1, 0] + m[..., 0, 1], q_abs[..., 2] ** 2, m[..., 2, 1] + m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0]], -1),
-        np.stack([m[..., 2, 0] + m[..., 0, 2], m[..., 2, 1] + m[..., 1, 2], q_abs[..., 3] ** 2, m[..., 1, 0] - m[..., 0, 1]], -1),
-    ], -2)  # ...x4(candidate)x4(xyzw)
-    best = np.argmax(q_abs, axis=-1)
-    denom = 2.0 * np.maximum(np.take_along_axis(q_abs, best[..., None], -1), 0.1)
-    q = np.take_along_axis(cands, best[..., None, None], -2)[..., 0, :] / denom
-    q = q / np.maximum(np.linalg.norm(q, axis=-1, keepdims=True), _EPS)
+    m00, m01, m02 = r[..., 0, 0], r[..., 0, 1], r[..., 0, 2]
+    m10, m11, m12 = r[..., 1, 0], r[..., 1, 1], r[..., 1, 2]
+    m20, m21, m22 = r[..., 2, 0], r[..., 2, 1], r[..., 2, 2]
+    tr = m00 + m11 + m22
+    case = np.argmax(np.stack([tr, m00, m11, m22], -1), axis=-1)
+    big = np.choose(case, [1.0 + tr, 1.0 + m00 - m11 - m22, 1.0 - m00 + m11 - m22, 1.0 - m00 - m11 + m22])
+    sq = 2.0 * np.sqrt(np.maximum(big, 1e-12))                      # 4 x the largest component
+    a, b, c = m21 - m12, m02 - m20, m10 - m01                       # 4w (x, y, z)
+    d, e, f = m01 + m10, m02 + m20, m12 + m21                       # 4 (xy, xz, yz)
+    q = np.empty(r.shape[:-2] + (4,))
+    q[..., 0] = np.choose(case, [a, sq * sq / 4.0, d, e]) / sq
+    q[..., 1] = np.choose(case, [b, d, sq * sq / 4.0, f]) / sq
+    q[..., 2] = np.choose(case, [c, e, f, sq * sq / 4.0]) / sq
+    q[..., 3] = np.choose(case, [sq * sq / 4.0, a, b, c]) / sq
+    q /= np.linalg.norm(q, axis=-1, keepdims=True)
     return np.where(q[..., 3:4] < 0, -q, q)
 
 
@@ -88,8 +92,19 @@ def axis_angle_to_quaternion(aa: np.ndarray) -> np.ndarray:
 
 
 def matrix_to_axis_angle(r: np.ndarray) -> np.ndarray:
-    """...x3x3 rotation matrices -> ...x3 axis-angle (via quaternions: stable at 0 and pi)."""
-    return quaternion_to_axis_angle(matrix_to_quaternion(r))
+    """...x3x3 rotation matrices -> ...x3 axis-angle (angle in [0, pi]; stable at 0 and pi)."""
+    r = np.asarray(r, dtype=np.float64)
+    tr = r[..., 0, 0] + r[..., 1, 1] + r[..., 2, 2]
+    cos = np.clip((tr - 1.0) / 2.0, -1.0, 1.0)
+    theta = np.arccos(cos)
+    v = np.stack([r[..., 2, 1] - r[..., 1, 2], r[..., 0, 2] - r[..., 2, 0], r[..., 1, 0] - r[..., 0, 1]], -1)
+    sin = np.sin(theta)
+    k = np.where(theta < 1e-4, 0.5 + theta ** 2 / 12.0, theta / (2.0 * np.maximum(sin, 1e-12)))
+    out = v * k[..., None]
+    bad = cos < -0.9                                      # near pi the skew part vanishes
+    if np.any(bad):
+        out[bad] = quaternion_to_axis_angle(matrix_to_quaternion(r[bad]))
+    return out
 
 
 def log_map(r: np.ndarray) -> np.ndarray:
@@ -102,9 +117,14 @@ def exp_map(v: np.ndarray) -> np.ndarray:
     return axis_angle_to_matrix(v)
 
 
-def orthonormalise(r: np.ndarray) -> np.ndarray:
-    """...x3x3 nearly-rotation matrices -> the nearest rotations (SVD, det +1)."""
-    u, _, vt = np.linalg.svd(np.asarray(r, dtype=np.float64))
+def orthonormalise(r: np.ndarray, tol: float = 1e-5) -> np.ndarray:
+    """...x3x3 nearly-rotation matrices -> the nearest rotations (SVD, det +1); matrices already
+    orthonormal within `tol` (a network's Gram-Schmidt output) are returned as they are."""
+    r = np.asarray(r, dtype=np.float64)
+    err = np.abs(r @ np.swapaxes(r, -1, -2) - np.eye(3)).max() if r.size else 0.0
+    if err < tol and np.all(np.linalg.det(r) > 0):
+        return r
+    u, _, vt = np.linalg.svd(r)
     d = np.sign(np.linalg.det(u @ vt))
     u = u.copy()
     u[..., :, 2] *= d[..., None]
@@ -120,9 +140,25 @@ def global_rotations(local: np.ndarray, parents=SMPL_PARENTS) -> np.ndarray:
     if local.shape[-3] != len(parents):
         raise ValueError(f"expected {len(parents)} joints, got rotations of shape {local.shape}")
     out = np.empty_like(local)
-    for j, p in enumerate(parents):
-        out[..., j, :, :] = local[..., j, :, :] if p < 0 else out[..., p, :, :] @ local[..., j, :, :]
+    levels = _levels(tuple(parents))
+    out[..., levels[0], :, :] = local[..., levels[0], :, :]
+    for joints in levels[1:]:                 # one batched product per tree depth
+        par = [parents[j] for j in joints]
+        out[..., joints, :, :] = out[..., par, :, :] @ local[..., joints, :, :]
     return out
+
+
+_LEVELS: dict = {}
+
+
+def _levels(parents: tuple) -> list:
+    """Joint indices grouped by depth in the tree (roots first)."""
+    if parents not in _LEVELS:
+        depth = []
+        for j, p in enumerate(parents):
+            depth.append(0 if p < 0 else depth[p] + 1)
+        _LEVELS[parents] = [[j for j in range(len(parents)) if depth[j] == d] for d in range(max(depth) + 1)]
+    return _LEVELS[parents]
 
 
 def joint_orientations(local: np.ndarray) -> np.ndarray:

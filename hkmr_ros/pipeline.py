@@ -205,7 +205,7 @@ class Pipeline:
         times["track"] = _ms(t)
 
         t = time.perf_counter()
-        people = [self._person(track, cb, est, cam_model, stamp_ns, w, h) for track, cand, cb, est, _ in raw]
+        people = self._people(raw, cam_model, stamp_ns, w, h)
         times["smooth"] = _ms(t)
 
         after = {tr.track_id for tr in self.tracker.tracks}
@@ -250,33 +250,43 @@ class Pipeline:
             return None
         return project_to_image(joints, cam, cb)
 
-    def _person(self, track, cb, est, camera: CameraModel, stamp_ns: int, w: int, h: int) -> Person:
+    def _people(self, raw, camera: CameraModel, stamp_ns: int, w: int, h: int) -> List[Person]:
+        """Estimates -> smoothed people in the camera frame (rotation maths batched over people)."""
+        if not raw:
+            return []
         c = self.config
-        cam = np.asarray(est.cam, dtype=np.float64)
-        joints = np.asarray(est.joints, dtype=np.float64)
-        rotmat = (np.asarray(est.rotmat, dtype=np.float64) if est.rotmat is not None
-                  else geometry.axis_angle_to_matrix(np.asarray(est.pose, dtype=np.float64).reshape(24, 3)))
-        rotmat = geometry.orthonormalise(rotmat)
-        betas = np.asarray(est.betas, dtype=np.float64)
-        offset = camera_translation(cam, cb, camera)
-        pelvis = joints[0] + offset
-        rel = joints - joints[0]
-        pelvis_s, rel_s, rot_s, betas_s = track.smoother(stamp_ns * 1e-9, pelvis, rel, rotmat, betas)
-        joints_cam = rel_s + pelvis_s
-        j2d = camera.project(joints_cam)
-        verts = None
-        if c.vertices and est.vertices is not None:
-            verts = (np.asarray(est.vertices, dtype=np.float64) - joints[0] + pelvis_s).astype(np.float32)
-        return Person(
-            track_id=int(track.track_id), score=float(track.score), box=track.box.copy(),
-            pose=geometry.matrix_to_axis_angle(rot_s).reshape(72).astype(np.float32),
-            rotmat=rot_s.astype(np.float32), betas=np.asarray(betas_s, np.float32),
-            cam=cam.astype(np.float32), translation=pelvis_s.astype(np.float64),
-            joints=joints_cam.astype(np.float64),
-            joint_orientations=geometry.joint_orientations(rot_s).astype(np.float64),
-            joint_confidence=joint_confidence(project_to_image(joints, cam, cb), cb, w, h,
-                                              c.confidence_margin).astype(np.float32),
-            joints_2d=j2d.astype(np.float32), vertices=verts, crop_box=cb)
+        n = len(raw)
+        cams = np.array([np.asarray(est.cam, dtype=np.float64) for _, _, _, est, _ in raw])
+        joints = np.array([np.asarray(est.joints, dtype=np.float64) for _, _, _, est, _ in raw])
+        rot_in = np.empty((n, 24, 3, 3))
+        for i, (_, _, _, est, _) in enumerate(raw):
+            rot_in[i] = (est.rotmat if est.rotmat is not None else
+                         geometry.axis_angle_to_matrix(np.asarray(est.pose, dtype=np.float64).reshape(24, 3)))
+        rot_in = geometry.orthonormalise(rot_in)
+        pelvis_s, rel_s, rot_s, betas_s = np.empty((n, 3)), np.empty((n, 24, 3)), np.empty_like(rot_in), []
+        for i, (track, _, cb, est, _) in enumerate(raw):
+            pelvis = joints[i, 0] + camera_translation(cams[i], cb, camera)
+            out = track.smoother(stamp_ns * 1e-9, pelvis, joints[i] - joints[i, 0], rot_in[i],
+                                 np.asarray(est.betas, dtype=np.float64))
+            pelvis_s[i], rel_s[i], rot_s[i] = out[0], out[1], out[2]
+            betas_s.append(np.asarray(out[3], np.float32))
+        joints_cam = rel_s + pelvis_s[:, None, :]
+        poses = geometry.matrix_to_axis_angle(rot_s).reshape(n, 72).astype(np.float32)
+        orients = geometry.joint_orientations(rot_s)
+        j2d = camera.project(joints_cam.reshape(-1, 3)).reshape(n, 24, 2).astype(np.float32)
+        people = []
+        for i, (track, _, cb, est, raw_j2d) in enumerate(raw):
+            verts = None
+            if c.vertices and est.vertices is not None:
+                verts = (np.asarray(est.vertices, dtype=np.float64) - joints[i, 0] + pelvis_s[i]).astype(np.float32)
+            people.append(Person(
+                track_id=int(track.track_id), score=float(track.score), box=track.box.copy(),
+                pose=poses[i], rotmat=rot_s[i].astype(np.float32), betas=betas_s[i],
+                cam=cams[i].astype(np.float32), translation=pelvis_s[i].copy(), joints=joints_cam[i],
+                joint_orientations=orients[i],
+                joint_confidence=joint_confidence(raw_j2d, cb, w, h, c.confidence_margin).astype(np.float32),
+                joints_2d=j2d[i], vertices=verts, crop_box=cb))
+        return people
 
 
 def decode_msg(msg) -> np.ndarray:
