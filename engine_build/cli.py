@@ -42,21 +42,23 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tensorrt", nargs="*", default=None, metavar="PRECISION",
                    help="after the export, build TensorRT engines (fp32, fp16; default both) with "
                         "hkmr_ros.inference's builder; needs tensorrt and a GPU")
+    p.add_argument("--max-batch", type=int, default=16, help="TensorRT profile's largest batch (default 16)")
     return p
 
 
-def build_engines(onnx_path: Path, precisions: Sequence[str]) -> None:
-    """TensorRT engines beside the ONNX, through the runtime's builder (which owns the engine cache)."""
+def build_engines(onnx_path: Path, precisions: Sequence[str], max_batch: int) -> None:
+    """TensorRT engines for the ONNX through the runtime's builder (hkmr_ros.inference), which
+    owns the engine cache: beside the ONNX, or its cache folder when that is read-only."""
     try:
         from hkmr_ros.inference import tensorrt_backend
     except ImportError as e:
         raise RuntimeError(f"TensorRT engines need hkmr_ros.inference.tensorrt_backend ({e})") from e
-    build = getattr(tensorrt_backend, "build_engine", None)
-    if build is None:
-        raise RuntimeError("hkmr_ros.inference.tensorrt_backend has no build_engine(onnx_path, precision=...)")
+    why = tensorrt_backend.tensorrt_unavailable_reason()
+    if why is not None:
+        raise RuntimeError(f"TensorRT cannot run here: {why}")
     for precision in precisions:
-        print(f"[tensorrt] building {precision} engine from {onnx_path}", flush=True)
-        engine = build(onnx_path, precision=precision)
+        print(f"[tensorrt] {precision} engine, batch 1..{max_batch}, from {onnx_path}", flush=True)
+        engine = tensorrt_backend.build_engine(onnx_path, precision=precision, max_batch=max_batch)
         print(f"[tensorrt] {precision}: {engine}", flush=True)
 
 
@@ -81,7 +83,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 1
     if precisions:
         try:
-            build_engines(out, precisions)
+            build_engines(out, precisions, args.max_batch)
         except Exception as e:  # a TensorRT failure must not hide that the ONNX is fine
             print(f"error: TensorRT build failed: {e}", file=sys.stderr)
             return 1

@@ -322,3 +322,33 @@ def test_tree_levels_of_smpl():
     assert levels[0] == [0] and len(levels) == 9 and sum(map(len, levels)) == 24
     with pytest.raises(ValueError, match="parents"):
         tree_levels([-1, 2, 0])
+
+
+def test_tensorrt_step_fails_clearly_without_tensorrt(hkmr_export, tmp_path, capsys, monkeypatch):
+    from hkmr_ros.inference import tensorrt_backend
+
+    monkeypatch.setattr(tensorrt_backend, "tensorrt_unavailable_reason", lambda: "tensorrt is not installed")
+    checkpoint, _ = hkmr_export
+    out = tmp_path / "m.onnx"
+    assert cli.main(["--checkpoint", str(checkpoint), "--out", str(out), "--rendered", "0", "--tensorrt", "fp16"]) == 1
+    err = capsys.readouterr().err
+    assert "TensorRT cannot run here: tensorrt is not installed" in err
+    assert out.with_suffix(".json").is_file()  # the ONNX step itself passed and stays
+    assert cli.main(["--checkpoint", str(checkpoint), "--out", str(out), "--tensorrt", "fp8"]) == 1
+    assert "unknown TensorRT precision" in capsys.readouterr().err
+
+
+def test_gpu_check_skips_every_missing_piece(hkmr_export, tmp_path, capsys):
+    import engine_build.gpu_check as gpu_check
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here: the check would run, not skip")
+    checkpoint, onnx_path = hkmr_export
+    out = tmp_path / "report.json"
+    code = gpu_check.main(["--onnx", str(onnx_path), "--checkpoint", str(checkpoint), "--batch", "2",
+                           "--repeats", "2", "--out", str(out)])
+    assert code == 1 and "nothing checked on a GPU" in capsys.readouterr().err
+    report = json.loads(out.read_text())
+    assert report["paths"][0]["status"] == "ok" and report["paths"][0]["gpu"] is False
+    assert [r["status"] for r in report["paths"][1:]] == ["SKIP"] * 4
+    assert all(r["reason"] for r in report["paths"][1:])
