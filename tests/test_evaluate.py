@@ -88,7 +88,14 @@ def test_cli_end_to_end_with_occlusion(setup, capsys):
     results = json.loads((out / "results.json").read_text())
     res = results["datasets"]["test_set"]
     assert res["num_samples"] == NUM_SAMPLES
-    assert set(res["clean"]) == {"HKMR", "HMR"}
+    assert set(res["clean"]) == {"HKMR", "HMR", *evaluate.BASELINES}
+    assert res["baselines"] == list(evaluate.BASELINES)
+    for name in ("HKMR", "HMR"):  # facing scores of every network, none for the baselines
+        facing = res["clean"][name]["facing"]
+        assert 0.0 <= facing["front_back"] <= 1.0 and 0.0 <= facing["median_yaw_error"] <= 180.0
+    assert all("facing" not in res["clean"][b] for b in evaluate.BASELINES)
+    for b in evaluate.BASELINES:
+        assert np.isfinite(res["clean"][b]["h36m17"]["mpjpe"]) and res["clean"][b]["h36m17"]["count"] == NUM_SAMPLES
     for name in ("HKMR", "HMR"):
         for s in ("h36m17", "lsp14"):
             m = res["clean"][name][s]
@@ -203,3 +210,36 @@ def test_bad_input_gives_clear_errors(setup, tmp_path, capsys):
     assert evaluate.unique_names(["run/c.pt", "run/d.pt"], None) == ["run", "run-2"]
     rc = evaluate.main(["--checkpoint", str(hkmr_ckpt), "--data", "nope:x", "--out", str(tmp_path / "o")])
     assert rc == 2 and "expected synthetic:DIR" in capsys.readouterr().err
+
+
+def test_constant_skeleton_is_the_mean_of_the_aligned_truth():
+    from training.metrics import M_TO_MM, mpjpe, root_align
+
+    g = torch.Generator().manual_seed(0)
+    truth = {s: [(torch.randn(5, n, 3, generator=g), torch.ones(5, n, dtype=torch.bool))]
+             for s, n in (("h36m17", 17), ("lsp14", 14))}
+    scores = evaluate.constant_skeleton_scores(truth)
+    joints = truth["h36m17"][0][0]
+    mean = root_align(joints, "h36m17").mean(0, keepdim=True).expand(5, -1, -1)
+    expected = mpjpe(mean.double(), joints.double(), root="h36m17") * M_TO_MM
+    assert np.allclose(scores["h36m17"]["mpjpe"], expected.numpy())
+
+
+def test_facing_scores():
+    from training.geometry import aa_to_rotmat
+
+    upright = torch.tensor([[np.pi, 0.0, 0.0]])  # facing the camera
+    turned = aa_to_rotmat(torch.tensor([[0.0, np.pi, 0.0]]).reshape(1, 1, 3))[:, 0] @ aa_to_rotmat(upright.reshape(1, 1, 3))[:, 0]
+    same = facing_scores_of(aa_to_rotmat(upright.reshape(1, 1, 3))[:, 0], upright)
+    assert same["front_back"][0] == 1.0 and same["yaw_error"][0] < 1e-6
+    back = facing_scores_of(turned, upright)
+    assert back["front_back"][0] == 0.0 and abs(back["yaw_error"][0] - 180.0) < 1e-4
+    assert np.allclose(evaluate.facing_direction(aa_to_rotmat(upright.reshape(1, 1, 3))[:, 0]).numpy(), [[0.0, -1.0]])
+
+
+def facing_scores_of(global_rotmat, gt_global_aa):
+    pred = torch.eye(3).repeat(1, 24, 1, 1)
+    pred[:, 0] = global_rotmat
+    gt_pose = torch.zeros(1, 72)
+    gt_pose[:, :3] = gt_global_aa
+    return evaluate.facing_scores(pred, gt_pose)

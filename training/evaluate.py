@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from training.config import Config, config_from_dict, load_config
-from training.datasets.augment import resize_images
+from training.datasets.augment import renormalise, resize_images
 from training.metrics import M_TO_MM, masked_mean, per_joint_errors
 from training.occlusion import DOC_LEVELS, OCCLUDER_KINDS, occluder_mask, random_texture
 
@@ -108,9 +108,57 @@ def build_eval_dataset(spec: str) -> Tuple[str, Dataset]:
 
 @torch.no_grad()
 def predict(method: Method, img: torch.Tensor) -> Dict[str, torch.Tensor]:
-    """The final outer iteration's estimate: rotmat Bx24x3x3, pose Bx72, betas Bx10, cam Bx3."""
-    out = method.model(resize_images(img, method.image_size))
+    """The final outer iteration's estimate: rotmat Bx24x3x3, pose Bx72, betas Bx10, cam Bx3.
+
+    img: Bx3xHxW crops normalised with ImageNet mean/std (the evaluation datasets' convention);
+    they are renormalised for the method's encoder (`encoder_normalisation`) and resized."""
+    from training.models.encoders import encoder_normalisation
+
+    x = renormalise(img, (IMAGENET_MEAN, IMAGENET_STD), encoder_normalisation(method.cfg.model.encoder))
+    out = method.model(resize_images(x, method.image_size))
     return {k: out[k][:, -1].float() for k in ("rotmat", "pose", "betas", "cam")}
+
+
+# ----------------------------------------------------------------------------- facing and baselines
+
+BASELINES = ("constant mean skeleton", "rest pose, mean shape")
+FACING = "facing"  # the pseudo joint set under which facing scores are kept
+
+
+def facing_direction(global_rotmat: torch.Tensor) -> torch.Tensor:
+    """Bx3x3 global orientation -> Bx2 unit facing direction (x, z) in the camera's ground plane:
+    the body's forward axis (SMPL's +z) turned into the camera frame, its height dropped."""
+    forward = global_rotmat[..., :, 2]
+    xz = torch.stack([forward[:, 0], forward[:, 2]], dim=-1)
+    return xz / xz.norm(dim=-1, keepdim=True).clamp(min=1e-9)
+
+
+def facing_scores(pred_rotmat: torch.Tensor, gt_pose: torch.Tensor) -> Dict[str, np.ndarray]:
+    """Per sample: `front_back` 1 when the estimate faces the camera exactly when the truth does
+    (the sign of the facing's depth component), `yaw_error` degrees between the two facings."""
+    from training.geometry import aa_to_rotmat
+
+    pred = facing_direction(pred_rotmat[:, 0].double())
+    gt = facing_direction(aa_to_rotmat(gt_pose[:, :3].double().reshape(-1, 1, 3))[:, 0])
+    same_side = (pred[:, 1] < 0) == (gt[:, 1] < 0)  # forward z < 0: towards the camera
+    cos = (pred * gt).sum(-1).clamp(-1.0, 1.0)
+    return {"front_back": same_side.double().cpu().numpy(), "yaw_error": torch.rad2deg(torch.acos(cos)).cpu().numpy()}
+
+
+def rest_pose_joints(body_model: nn.Module, n: int, device: torch.device) -> Dict[str, torch.Tensor]:
+    """Joint sets of the rest pose with the mean shape, upright and facing the camera (SMPL's y up
+    turned to the camera's -y: 180 degrees about x), repeated n times."""
+    pose = torch.zeros(1, 72, device=device)
+    pose[0, 0] = float(np.pi)
+    joints = model_joints(body_model, pose, torch.zeros(1, body_model.num_betas, device=device))
+    return {s: j.expand(n, -1, -1) for s, j in joints.items()}
+
+
+def root_aligned(s: str, joints: torch.Tensor) -> torch.Tensor:
+    """BxJx3 aligned on the root `per_joint_errors` uses for joint set s."""
+    from training.metrics import root_align
+
+    return root_align(joints, s)
 
 
 @torch.no_grad()
@@ -257,13 +305,17 @@ def evaluate_dataset(methods: Sequence[Method], body_model: nn.Module, dataset: 
                      occlusion: bool = False, kinds: Sequence[str] = OCCLUDER_KINDS,
                      docs: Sequence[int] = DOC_LEVELS, joint_stride: int = 1, fill: str = "grey",
                      smplify: Optional[nn.Module] = None, seed: int = 0,
-                     desc: str = "evaluate") -> Scores:
+                     desc: str = "evaluate", baselines: bool = True) -> Scores:
     """Run every method on every sample (clean, then each occluder kind x DoC) and score it.
 
     Conditions: 'clean', 'smplify' (clean with the fit refined, when `smplify` is given) and
-    '<kind>/<doc>' for the occlusion protocol.
+    '<kind>/<doc>' for the occlusion protocol. With `baselines`, two networks-free estimates are
+    scored on the clean samples too (BASELINES): the constant mean root-aligned skeleton of the
+    evaluated ground truth (the best constant a network could learn), and the rest pose with the
+    mean shape. Every method also gets its facing scores (front/back, yaw error).
     """
     scores = Scores()
+    truth: Dict[str, List[Tuple[torch.Tensor, torch.Tensor]]] = defaultdict(list)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
     first = 0
     for batch in tqdm(loader, desc=desc, dynamic_ncols=True):
@@ -271,9 +323,16 @@ def evaluate_dataset(methods: Sequence[Method], body_model: nn.Module, dataset: 
         sample_ids = list(range(first, first + img.shape[0]))
         first += img.shape[0]
         gt = ground_truth(batch, body_model, device)
+        if baselines:
+            scores.add(BASELINES[1], "clean", score(rest_pose_joints(body_model, img.shape[0], device), gt))
+            for s in JOINT_SETS:
+                truth[s].append(gt[s])
         for m in methods:
             est = predict(m, img)
             scores.add(m.name, "clean", score(model_joints(body_model, est["rotmat"], est["betas"]), gt))
+            if batch["has_smpl"].min() > 0.5:
+                for metric, v in facing_scores(est["rotmat"], batch["pose"].to(device)).items():
+                    scores.values[(m.name, "clean", FACING, metric)].append(v)
             if smplify is not None:
                 fit = smplify(est["pose"], est["betas"], est["cam"], batch["keypoints_2d"].to(device).float())
                 scores.add(m.name, "smplify", score(model_joints(body_model, fit.pose, fit.betas), gt))
@@ -291,7 +350,22 @@ def evaluate_dataset(methods: Sequence[Method], body_model: nn.Module, dataset: 
                         est = predict(m, variants[chunk])
                         pred = model_joints(body_model, est["rotmat"], est["betas"])
                         scores.add(m.name, f"{kind}/{doc}", score(pred, gt, keep=keep[chunk]))
+    if baselines:
+        scores.add(BASELINES[0], "clean", constant_skeleton_scores(truth))
     return scores
+
+
+def constant_skeleton_scores(truth: Dict[str, List[Tuple[torch.Tensor, torch.Tensor]]]
+                             ) -> Dict[str, Dict[str, np.ndarray]]:
+    """Scores of one constant skeleton for every sample: the mean of the root-aligned ground truth
+    (per joint, over the samples that have it)."""
+    gt = {s: (torch.cat([j for j, _ in v]), torch.cat([m for _, m in v])) for s, v in truth.items()}
+    pred = {}
+    for s, (joints, mask) in gt.items():
+        aligned = root_aligned(s, joints).double() * mask[..., None]
+        mean = aligned.sum(0) / mask.sum(0).clamp(min=1)[:, None]
+        pred[s] = mean[None].expand(joints.shape[0], -1, -1).to(joints.dtype)
+    return score(pred, gt)
 
 
 def primary_joint_set(scores: Scores, methods: Sequence[str]) -> str:
@@ -307,9 +381,10 @@ def summarise(scores: Scores, methods: Sequence[str], occlusion: bool, kinds: Se
 
     conditions = ["clean"] + (["smplify"] if smplify else [])
     result: Dict[str, Any] = {"num_samples": int(len(scores.get(methods[0], "clean", "lsp14", "mpjpe")))}
+    present = [b for b in BASELINES if (b, "clean", "lsp14", "mpjpe") in scores.values]
     for condition in conditions:
         result[condition] = {}
-        for name in methods:
+        for name in list(methods) + (present if condition == "clean" else []):
             per_set = {}
             for s in JOINT_SETS:
                 summary = scores.summary(name, condition, s)
@@ -319,7 +394,14 @@ def summarise(scores: Scores, methods: Sequence[str], occlusion: bool, kinds: Se
                     "pa_mpjpe": _nanmean(scores.get(name, condition, s, "joint_pa_mpjpe"), axis=0),
                 }
                 per_set[s] = summary
+            if (name, condition, FACING, "front_back") in scores.values:
+                per_set[FACING] = {"front_back": _nanmean(scores.get(name, condition, FACING, "front_back")),
+                                   "median_yaw_error": float(np.median(scores.get(name, condition, FACING, "yaw_error"))),
+                                   "within_45": _nanmean((scores.get(name, condition, FACING, "yaw_error") <= 45.0)
+                                                         .astype(np.float64))}
             result[condition][name] = per_set
+    if present:
+        result["baselines"] = present
     if occlusion:
         s = primary_joint_set(scores, methods)
         table: Dict[str, Any] = {}
@@ -355,6 +437,19 @@ def markdown_report(results: Dict[str, Any]) -> str:
                 cells = [name + suffix] + [_fmt(per_set[s][m]) for s in JOINT_SETS for m in ("mpjpe", "pa_mpjpe")]
                 lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+        facing = {n: v[FACING] for n, v in res["clean"].items() if FACING in v}
+        if facing:
+            lines += ["Facing (global orientation about the vertical): front/back right = the estimate faces "
+                      "towards or away from the camera as the truth does.", "",
+                      "| method | front/back right | yaw error median (deg) | yaw within 45 deg |", "|---|---|---|---|"]
+            for n, f in facing.items():
+                lines.append(f"| {n} | {100 * f['front_back']:.1f}% | {f['median_yaw_error']:.1f} | "
+                             f"{100 * f['within_45']:.1f}% |")
+            lines.append("")
+        if res.get("baselines"):
+            lines += ["Baselines (no network): " + "; ".join(
+                [f"*{BASELINES[0]}*: the mean root-aligned ground-truth skeleton of these samples for every image",
+                 f"*{BASELINES[1]}*: zero pose and betas, upright, facing the camera"]) + ".", ""]
         for s in JOINT_SETS:
             names = list(res["clean"])
             joints = res["clean"][names[0]][s]["per_joint"]["names"]

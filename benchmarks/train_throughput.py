@@ -1,0 +1,211 @@
+"""Training throughput per stage, before and after the speed-ups, measured in one run.
+
+    python benchmarks/train_throughput.py [--encoder mobilenet_v3_small --image-size 96]
+        [--batch-size 32] [--threads 2] [--repeats 5] [--out results.json]
+
+Two pipelines train the same network (a training config's encoder + HKMR regressor, batch B):
+
+- before: `training/configs/synthetic_hkmr.yaml` as it ran for the shipped weights: JPEG shards
+  decoded and augmented at 224 px (`SyntheticDataset`), normalised to float at 224, resized to the
+  input side in the step, NCHW, and the full body model (mesh skinning, pose blend shapes) in the loss;
+- after: the pre-rendered store at the input side (`StoreDataset`: uint8 crops, augmented at the
+  input side, normalised in the step), channels-last, and the joints-only body path in the loss.
+
+Stages (samples/s, each timed alone, best of `--repeats` after a warm-up): data loading and
+augmentation of a batch (one process), encoder forward + backward, regressor forward + backward,
+the loss with its body model (forward + backward), the AdamW step; and the whole step end to end
+(data in the same process). Both datasets (64 samples each) are rendered into a temporary folder
+first. Numbers depend on the machine's load: both pipelines are measured in the same run, stage
+by stage, alternately, so their ratio is the meaningful figure.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Dict, List
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import training.body.pose_sampler  # noqa: E402,F401  (roma before any EGL context)
+from training.config import load_config  # noqa: E402
+from training.datasets.augment import Augmentation  # noqa: E402
+from training.losses import hkmr_loss  # noqa: E402
+from training.models.encoders import encoder_normalisation  # noqa: E402
+from training.models.mesh_regressor import build_model  # noqa: E402
+from training.train import build_prior, loss_body_model, network_input  # noqa: E402
+
+NUM_SAMPLES = 64
+
+
+def best_rates(fns: Dict[str, Callable[[], None]], batch: int, repeats: int) -> Dict[str, float]:
+    """Samples per second of each `fn` (one batch per call): best of `repeats` after a warm-up,
+    the functions called in turn so that a change of the machine's load hits all of them."""
+    times: Dict[str, List[float]] = {name: [] for name in fns}
+    for fn in fns.values():
+        fn()
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: batch / min(t) for name, t in times.items()}
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def make_data(folder: Path, image_size: int):
+    """(JPEG shard dataset at 224, store at `image_size`), both augmenting with occluders off."""
+    from training.body.body_model import load_body_model
+    from training.datasets.store import StoreDataset, render_store
+    from training.datasets.synthetic import SyntheticDataset, generate_dataset
+
+    augment = Augmentation()
+    generate_dataset(folder / "shards", NUM_SAMPLES, seed=0, body_model=load_body_model(), progress=False)
+    render_store(folder / "store", NUM_SAMPLES, seed=0, image_size=image_size, shard_size=NUM_SAMPLES, progress=False)
+    return SyntheticDataset(folder / "shards", augment=augment), StoreDataset(folder / "store", augment=augment)
+
+
+def collate(dataset, batch: int, offset: int) -> Dict[str, torch.Tensor]:
+    import numpy as np
+    from torch.utils.data import default_collate
+
+    items = [dataset.sample((offset + i) % len(dataset), np.random.default_rng([offset, i])) for i in range(batch)]
+    return default_collate(items)
+
+
+class Pipeline:
+    """One configuration of the training step, with each stage callable alone."""
+
+    def __init__(self, cfg, dataset, body_model, prior, joints_only: bool, channels_last: bool):
+        torch.manual_seed(0)
+        self.cfg = cfg
+        self.dataset = dataset
+        self.batch = cfg.optim.batch_size
+        self.channels_last = channels_last
+        self.model = build_model(cfg.model).train()
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.loss_body = loss_body_model(body_model, joints_only)
+        self.prior = prior
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
+        self.normalisation = encoder_normalisation(cfg.model.encoder)
+        self.offset = 0
+        self.sample = collate(dataset, self.batch, 0)
+        self.img = network_input(self.sample["img"], cfg.data.image_size, self.normalisation, channels_last)
+        with torch.no_grad():
+            self.features = self.model.encoder(self.img)
+            self.outputs = {k: v.detach() for k, v in self.model.regressor(self.features).items()}
+
+    def data(self) -> None:
+        self.offset += self.batch
+        batch = collate(self.dataset, self.batch, self.offset)
+        network_input(batch["img"], self.cfg.data.image_size, self.normalisation, self.channels_last)
+
+    def encoder(self) -> None:
+        self.model.zero_grad(set_to_none=True)
+        self.model.encoder(self.img).sum().backward()
+
+    def regressor(self) -> None:
+        self.model.zero_grad(set_to_none=True)
+        features = self.features.clone().requires_grad_(True)
+        out = self.model.regressor(features)
+        (out["rotmat"].sum() + out["betas"].sum() + out["cam"].sum()).backward()
+
+    def loss(self) -> None:
+        outputs = {k: v.clone().requires_grad_(True) for k, v in self.outputs.items()}
+        total, _ = hkmr_loss(outputs, self.sample, self.loss_body, self.prior, self.cfg.loss)
+        total.backward()
+
+    def optimiser(self) -> None:
+        for p in self.model.parameters():
+            p.grad = torch.zeros_like(p)
+        self.optimizer.step()
+
+    def step(self) -> None:
+        self.offset += self.batch
+        batch = collate(self.dataset, self.batch, self.offset)
+        img = network_input(batch["img"], self.cfg.data.image_size, self.normalisation, self.channels_last)
+        outputs = self.model(img)
+        total, _ = hkmr_loss(outputs, batch, self.loss_body, self.prior, self.cfg.loss)
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        self.optimizer.step()
+
+
+STAGES = ("data", "encoder", "regressor", "loss", "optimiser", "step")
+
+
+def main(argv: List[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default=str(ROOT / "training/configs/synthetic_hkmr.yaml"))
+    parser.add_argument("--encoder", help="override the config's encoder (e.g. efficientnet_lite0)")
+    parser.add_argument("--image-size", type=int, help="override the config's input side")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", help="also write the results as JSON")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    overrides = ["model.encoder_weights=null", "device=cpu"]
+    if args.encoder:
+        overrides.append(f"model.encoder={args.encoder}")
+    if args.image_size:
+        overrides.append(f"data.image_size={args.image_size}")
+    if args.batch_size:
+        overrides.append(f"optim.batch_size={args.batch_size}")
+    cfg = load_config(args.config, overrides)
+    from training.body.body_model import load_body_model
+
+    body_model = load_body_model(cfg.model.body_model)
+    body_model.requires_grad_(False)
+    prior = build_prior(cfg, torch.device("cpu"))[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        shards, store = make_data(Path(tmp), cfg.data.image_size)
+        pipelines = {
+            "before": Pipeline(cfg, shards, body_model, prior, joints_only=False, channels_last=False),
+            "after": Pipeline(cfg, store, body_model, prior, joints_only=True, channels_last=True),
+        }
+        rates: Dict[str, Dict[str, float]] = {name: {} for name in pipelines}
+        for stage in STAGES:  # the pipelines alternate within each stage: both see the same load
+            stage_rates = best_rates({n: getattr(p, stage) for n, p in pipelines.items()},
+                                     cfg.optim.batch_size, args.repeats)
+            for name, rate in stage_rates.items():
+                rates[name][stage] = rate
+    result = {
+        "machine": f"{cpu_name()}, torch {torch.__version__}, {args.threads} threads",
+        "network": f"{cfg.model.encoder} + {cfg.model.regressor} {cfg.model.regressor_kwargs}, "
+                   f"{cfg.data.image_size} px, batch {cfg.optim.batch_size}",
+        "samples_per_s": rates,
+        "speedup": {s: rates["after"][s] / rates["before"][s] for s in STAGES},
+        "compute_only_samples_per_s": {n: 1.0 / sum(1.0 / r[s] for s in STAGES[1:-1]) for n, r in rates.items()},
+    }
+    print(f"{result['network']}; {result['machine']}")
+    print(f"{'stage':<10} {'before':>10} {'after':>10} {'ratio':>8}   (samples/s)")
+    for s in STAGES:
+        print(f"{s:<10} {rates['before'][s]:>10.1f} {rates['after'][s]:>10.1f} {result['speedup'][s]:>7.2f}x")
+    c = result["compute_only_samples_per_s"]
+    print(f"{'compute':<10} {c['before']:>10.1f} {c['after']:>10.1f} {c['after'] / c['before']:>7.2f}x"
+          "   (encoder + regressor + loss + optimiser: the step with data in a loader worker)")
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
