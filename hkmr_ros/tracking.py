@@ -252,7 +252,7 @@ class Tracker:
                    or inside_fraction(box, width, height) < c.min_inside):
             ok = False
         if ok and cand.track is not None and not cand.from_detection and cand.track.hits > 0:
-            ratio = _side(box) / max(_side(cand.track.box), 1e-9)
+            ratio = _side(box) / max(_side(cand.track.joint_box), 1e-9)   # joints to joints
             if not (1.0 / c.max_scale_change <= ratio <= c.max_scale_change):
                 ok = False
         if not c.enabled:
