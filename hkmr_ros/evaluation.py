@@ -36,6 +36,7 @@ from hkmr_ros.skeleton import NUM_JOINTS, SMPL_PARENTS
 GT_TOPIC = "/ground_truth/people"
 RESULT_TOPIC = "/hkmr/people"
 METHODS = ("network", "mean_skeleton", "rest_pose")
+CROWD_BUCKETS = (("1", 1, 1), ("2-3", 2, 3), ("4-6", 4, 6), ("7+", 7, 10**9))  # people in view in the frame
 METHOD_LABELS = {"network": "HKMR (this run)", "mean_skeleton": "baseline: constant mean skeleton",
                  "rest_pose": "baseline: rest pose (T-pose, upright, facing the camera)"}
 
@@ -211,6 +212,7 @@ class EvalReport:
     precision: float
     id_switches: int
     metrics: Dict[str, Dict[str, float]]  # method -> {mpjpe_mm, pa_mpjpe_mm, mpjpe_median_mm, ...}
+    by_crowd: Dict[str, Dict[str, float]]  # people in view ("1", "2-3", "4-6", "7+") -> errors per method
     pelvis_error_mm: float
     settings: Dict[str, float]
     per_frame: List[FrameEval] = field(default_factory=list)
@@ -243,7 +245,7 @@ def evaluate(results: Dict[int, List[PersonRecord]], truth: Dict[int, List[Perso
     all_gt = [p for people in truth.values() for p in people if p.confidence.mean() >= min_visible]
     mean_skeleton = (np.mean([p.joints - p.joints[0] for p in all_gt], axis=0) if all_gt
                      else np.zeros((NUM_JOINTS, 3)))
-    pred_j, gt_j, mean_j, rest_j, pelvis_err = [], [], [], [], []
+    pred_j, gt_j, mean_j, rest_j, pelvis_err, crowd = [], [], [], [], [], []
     per_frame: List[FrameEval] = []
     last_track: Dict[int, int] = {}
     switches = counted_total = gt_total = matched_total = unmatched = missing = 0
@@ -283,6 +285,7 @@ def evaluate(results: Dict[int, List[PersonRecord]], truth: Dict[int, List[Perso
         gt_j += frame_gt
         mean_j += frame_mean
         rest_j += frame_rest
+        crowd += [len(gt)] * len(frame_pred)
         if frame_pred:
             e = mpjpe(frame_pred, frame_gt)
             pa = pa_mpjpe(frame_pred, frame_gt)
@@ -302,13 +305,27 @@ def evaluate(results: Dict[int, List[PersonRecord]], truth: Dict[int, List[Perso
         else:
             metrics[name] = {k: float("nan") for k in ("mpjpe_mm", "mpjpe_median_mm", "pa_mpjpe_mm",
                                                         "pa_mpjpe_median_mm")}
+    by_crowd: Dict[str, Dict[str, float]] = {}
+    crowd_arr = np.asarray(crowd)
+    for label, lo, hi in CROWD_BUCKETS:
+        sel = np.flatnonzero((crowd_arr >= lo) & (crowd_arr <= hi))
+        if sel.size == 0:
+            continue
+        g = [gt_j[i] for i in sel]
+        by_crowd[label] = {"people": int(sel.size),
+                           "network_mpjpe_mm": float(mpjpe([pred_j[i] for i in sel], g).mean()),
+                           "network_pa_mpjpe_mm": float(pa_mpjpe([pred_j[i] for i in sel], g).mean()),
+                           "mean_skeleton_mpjpe_mm": float(mpjpe([mean_j[i] for i in sel], g).mean()),
+                           "mean_skeleton_pa_mpjpe_mm": float(pa_mpjpe([mean_j[i] for i in sel], g).mean()),
+                           "rest_pose_mpjpe_mm": float(mpjpe([rest_j[i] for i in sel], g).mean()),
+                           "rest_pose_pa_mpjpe_mm": float(pa_mpjpe([rest_j[i] for i in sel], g).mean())}
     predictions_scored = matched_total + unmatched
     return EvalReport(
         frames=len(truth), frames_without_result=missing, frames_outside_results=outside, gt_people=gt_total, counted=counted_total,
         matched=matched_total, unmatched_predictions=unmatched,
         recall=matched_total / counted_total if counted_total else float("nan"),
         precision=matched_total / predictions_scored if predictions_scored else float("nan"),
-        id_switches=switches, metrics=metrics,
+        id_switches=switches, metrics=metrics, by_crowd=by_crowd,
         pelvis_error_mm=_nanmean(pelvis_err), settings={"iou": iou, "min_visible": min_visible},
         per_frame=per_frame)
 
@@ -334,6 +351,13 @@ def markdown_table(report: EvalReport) -> str:
               f"| {report.frames} | {report.gt_people} | {report.counted} | {report.matched} | "
               f"{_fmt(report.recall, 3)} | {_fmt(report.precision, 3)} | {report.id_switches} | "
               f"{_fmt(report.pelvis_error_mm)} |"]
+    if report.by_crowd:
+        lines += ["", "| people in view | people scored | HKMR MPJPE / PA-MPJPE (mm) | mean skeleton | rest pose |",
+                  "|---|---:|---:|---:|---:|"]
+        for label, m in report.by_crowd.items():
+            lines.append(f"| {label} | {m['people']} | {_fmt(m['network_mpjpe_mm'])} / {_fmt(m['network_pa_mpjpe_mm'])} | "
+                         f"{_fmt(m['mean_skeleton_mpjpe_mm'])} / {_fmt(m['mean_skeleton_pa_mpjpe_mm'])} | "
+                         f"{_fmt(m['rest_pose_mpjpe_mm'])} / {_fmt(m['rest_pose_pa_mpjpe_mm'])} |")
     if report.frames_outside_results:
         lines.append(f"\n{report.frames_outside_results} ground-truth frames lie outside the processed stamps "
                      "and are not scored.")
