@@ -94,12 +94,14 @@ NODE_PARAMS: Tuple[ParamSpec, ...] = (
               "Largest stamp difference (seconds) between an image and the detections used for it.",
               range=(0.0, 10.0)),
     ParamSpec("model", "",
-              "ONNX model (.onnx with its .json sidecar) or TensorRT engine; empty: the shipped default."),
+              "ONNX model (.onnx with its .json sidecar; the tensorrt backend builds an engine from it once "
+              "and caches it); empty: the shipped default."),
     ParamSpec("backend", "auto", "Inference backend: auto picks TensorRT, then ONNX Runtime CUDA, then CPU.",
               choices=BACKEND_CHOICES),
     ParamSpec("threads", 0, "ONNX Runtime intra-op threads (0: the usable CPUs, at most 4).", range=(0, 64)),
     ParamSpec("precision", "fp32", "TensorRT engine precision.", choices=("fp32", "fp16")),
-    ParamSpec("engine_cache_dir", "", "Where built TensorRT engines are kept (empty: beside the model)."),
+    ParamSpec("engine_cache_dir", "", "Where built TensorRT engines are kept and looked up (empty: beside the "
+              "model)."),
     ParamSpec("warmup", True, "Run the network once during configure so the first frame is not slow."),
     ParamSpec("publish_overlay", True, "Publish the image with skeletons and ids drawn (only while subscribed).",
               live=True),
