@@ -107,3 +107,13 @@ def test_bad_scene_settings(body_model, tmp_path):
     existing.mkdir()
     (existing / "notes.txt").write_text("x")
     assert bag_cli.main(["synth", str(existing)] + TINY) == 1
+
+
+def test_runtime_metrics_equal_the_training_metrics():
+    """hkmr_ros.evaluation (numpy, runtime) computes what training.metrics computes."""
+    from training import metrics
+    rng = np.random.default_rng(0)
+    gt = rng.normal(size=(6, 24, 3))
+    pred = gt + rng.normal(scale=0.1, size=gt.shape)
+    np.testing.assert_allclose(evaluation.pa_mpjpe(pred, gt) / 1000, metrics.pa_mpjpe(pred, gt), rtol=1e-9)
+    np.testing.assert_allclose(evaluation.mpjpe(pred, gt) / 1000, metrics.mpjpe(pred, gt, root=[0]), rtol=1e-9)
