@@ -163,7 +163,7 @@ class Pipeline:
         """One HxWx3 uint8 RGB frame -> FrameResult. `detections`: upstream boxes for this frame
         (None = none arrived; the embedded detector or the tracks supply the crops)."""
         img = np.asarray(image_rgb)
-        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8 or img.shape[0] < 2 or img.shape[1] < 2:
+        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8 or img.shape[0] < 1 or img.shape[1] < 1:
             raise ValueError(f"image must be HxWx3 uint8 RGB, got shape {img.shape} dtype {img.dtype}")
         h, w = img.shape[:2]
         cam_model = self._camera(camera, w, h)
@@ -245,7 +245,9 @@ class Pipeline:
                              "(sidecar format hkmr-onnx/2)")
         cam = np.asarray(est.cam, dtype=np.float64)
         joints = np.asarray(est.joints, dtype=np.float64)
-        if not (np.all(np.isfinite(cam)) and np.all(np.isfinite(joints)) and cam[0] > 1e-3):
+        rot = est.rotmat if est.rotmat is not None else est.pose
+        finite = all(np.all(np.isfinite(np.asarray(a, dtype=np.float64))) for a in (cam, joints, rot, est.betas))
+        if not (finite and cam.shape == (3,) and joints.shape == (24, 3) and cam[0] > 1e-3):
             self.stats["failed_estimates"] += 1
             return None
         return project_to_image(joints, cam, cb)
