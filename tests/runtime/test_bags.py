@@ -314,3 +314,20 @@ def test_committed_sample_bag():
         info = next(r.messages(["/camera/camera_info"])).msg
     assert img.format == "jpeg" and (info.width, info.height) == (640, 480)
     assert {1, 3, 6} <= set(people)  # frames with one, three and six people in view
+
+
+def test_sqlite3_bag_without_definitions_uses_the_built_in_types(tmp_path):
+    """Humble's sqlite3 bags store no message definitions: our typestore decodes them."""
+    import sqlite3
+    path = _write_bag(tmp_path / "bag", "sqlite3", frames=2)
+    db = next(path.glob("*.db3"))
+    con = sqlite3.connect(db)
+    con.execute("DELETE FROM message_definitions")
+    con.commit()
+    con.close()
+    with bags.BagReader(path) as r:
+        assert all(not c.msgdef.data for c in r.connections)
+        people = [m.msg for m in r.messages(["/people"])]
+        dets = [m.msg for m in r.messages(["/detections"])]
+    assert len(people) == 2 and people[0].people[0].body_model == "anny-smpl"
+    assert dets[0].detections[0].results[0].hypothesis.score == pytest.approx(0.8)
