@@ -651,3 +651,19 @@ def test_build_engine_for_export_tools_returns_the_engine_path(tiny, monkeypatch
     monkeypatch.setattr(cuda_runtime, "open_cuda", lambda device=0: cuda)
     path = tensorrt_backend.build_engine(tiny, precision="fp16")
     assert path == tiny.parent / "tiny.fp16.b16.engine" and sidecar_of(path).is_file()
+
+
+def test_cli_builds_then_finds_the_cached_engine(tiny, monkeypatch, capsys):
+    cuda = FakeCuda()
+    monkeypatch.setitem(sys.modules, "tensorrt", make_fake_trt("10.9.0", cuda))
+    monkeypatch.setattr(cuda_runtime, "open_cuda", lambda device=0: cuda)
+    assert trt_build.main([str(tiny), "--precision", "fp16", "--max-batch", "4"]) == 0
+    assert "tiny.fp16.b4.engine (built" in capsys.readouterr().out
+    assert trt_build.main([str(tiny), "--precision", "fp16", "--max-batch", "4"]) == 0
+    assert "(cached)" in capsys.readouterr().out
+
+
+def test_cli_without_tensorrt_fails_with_the_reason(tiny, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    assert trt_build.main([str(tiny)]) == 1
+    assert "tensorrt is not installed" in capsys.readouterr().err
