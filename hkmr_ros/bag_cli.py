@@ -79,6 +79,9 @@ class ProcessSummary:
     contact_sheet: Optional[Path] = None
     warnings: List[str] = field(default_factory=list)
     skip_reasons: Dict[str, int] = field(default_factory=dict)
+    realtime_rate: Optional[float] = None
+    dropped_frames: int = 0  # --realtime: frames the worker never started (a newer one replaced them)
+    latency_ms: Dict[str, float] = field(default_factory=dict)  # --realtime: due time -> result written
 
     @property
     def fps(self) -> float:
@@ -128,8 +131,10 @@ class ContactSheet:
     def offer(self, index: int, image_rgb: np.ndarray, label: str) -> None:
         import cv2
 
-        if index not in self.wanted:
+        if not self.wanted or index < self.wanted[0]:
             return
+        while self.wanted and self.wanted[0] <= index:  # frames may have been dropped (--realtime)
+            self.wanted.pop(0)
         h, w = image_rgb.shape[:2]
         tile = cv2.resize(image_rgb, (self.tile_width, max(1, int(round(h * self.tile_width / w)))),
                           interpolation=cv2.INTER_AREA)
@@ -202,9 +207,15 @@ def process_bag(input_bag: Path, output_bag: Path, *, estimator=None, config=Non
                 model: Optional[str] = None, backend: str = "onnxruntime", threads: Optional[int] = None,
                 storage: str = "mcap", video: Optional[Path] = None, contact_sheet: Optional[Path] = None,
                 max_frames: Optional[int] = None, overwrite: bool = False, mesh: bool = False,
-                overlay_quality: int = 80, progress: bool = True) -> ProcessSummary:
-    """Run the pipeline over every image of `input_bag`; write results to `output_bag` (see the CLI help)."""
-    import cv2
+                overlay_quality: int = 80, progress: bool = True,
+                realtime: Optional[float] = None) -> ProcessSummary:
+    """Run the pipeline over the images of `input_bag`; write results to `output_bag` (see the CLI help).
+
+    realtime: None processes every frame; a rate (1.0 = as recorded) replays the images at their
+    recorded pace into a LatestFrameWorker, as the node receives them, so frames that arrive
+    while one is being processed are dropped (counted) and latency stays bounded.
+    """
+    import threading
     from tqdm import tqdm
 
     from hkmr_ros import messages
@@ -212,6 +223,10 @@ def process_bag(input_bag: Path, output_bag: Path, *, estimator=None, config=Non
     from hkmr_ros.detection import DetectionBuffer
     from hkmr_ros.images import ImageDecodeError
     from hkmr_ros.pipeline import Pipeline, PipelineConfig, decode_msg
+    from hkmr_ros.worker import LatestFrameWorker
+
+    if realtime is not None and not (np.isfinite(realtime) and 0.01 <= realtime <= 100):
+        raise ValueError(f"the realtime rate must be in [0.01, 100], got {realtime}")
 
     reader = bags.BagReader(input_bag)
     image_topic = choose_topic(reader, image_topic, bags.IMAGE_TYPES, "image", required=True)
@@ -232,7 +247,8 @@ def process_bag(input_bag: Path, output_bag: Path, *, estimator=None, config=Non
         total = min(total, int(max_frames))
     summary = ProcessSummary(output=Path(output_bag), image_topic=image_topic, camera_info_topic=info_topic,
                              detections_topic=det_topic, detector=detector,
-                             backend=str(getattr(estimator, "backend_name", "?")), frames_in_bag=total)
+                             backend=str(getattr(estimator, "backend_name", "?")), frames_in_bag=total,
+                             realtime_rate=realtime)
     summary.warnings += reader.warnings
     sheet = ContactSheet(total) if contact_sheet is not None else None
     video_out = VideoOut(Path(video), _stream_fps(reader, image_topic, total)) if video is not None else None
@@ -255,60 +271,94 @@ def process_bag(input_bag: Path, output_bag: Path, *, estimator=None, config=Non
                 camera_warned[0] = True
             return None
 
-    def handle_image(m: bags.BagMessage, writer: bags.BagWriter, bar) -> None:
-        index = summary.frames + summary.skipped_frames
-        bar.update(1)
+    lock = threading.Lock()  # the writer and the summary are shared with the worker thread
+    latencies: List[float] = []
+    worker_error: List[BaseException] = []
+    clock: Dict[str, float] = {}
+
+    def handle_image(item, writer: bags.BagWriter) -> None:
+        m, camera, dets, index, due = item
         t0 = time.perf_counter()
         try:
             rgb = decode_msg(m.msg)
         except (ImageDecodeError, ValueError) as err:
-            summary.skipped_frames += 1
-            reason = str(err).split(":")[0][:80]
-            summary.skip_reasons[reason] = summary.skip_reasons.get(reason, 0) + 1
+            with lock:
+                summary.skipped_frames += 1
+                reason = str(err).split(":")[0][:80]
+                summary.skip_reasons[reason] = summary.skip_reasons.get(reason, 0) + 1
             return
         decode_ms = 1000.0 * (time.perf_counter() - t0)
         stamp = bags.stamp_to_ns(m.msg.header.stamp)
         frame_id = str(m.msg.header.frame_id)
-        dets = det_buffer.match(stamp) if det_topic else None
-        result = pipe.process(rgb, stamp, frame_id, camera_model(), dets)
+        result = pipe.process(rgb, stamp, frame_id, camera, dets)
         result.timings_ms["decode"] = decode_ms
         t1 = time.perf_counter()
         types = writer.types
-        writer.write(OUT_PEOPLE_TOPIC, m.log_time_ns, messages.person_mesh_array(result, types, pipe.body_model))
-        writer.write(OUT_MARKERS_TOPIC, m.log_time_ns, messages.marker_array(result, types, mesh_faces=faces))
+        people = messages.person_mesh_array(result, types, pipe.body_model)
+        markers = messages.marker_array(result, types, mesh_faces=faces)
         overlay = messages.overlay_image(rgb, result)
-        writer.write(OUT_OVERLAY_TOPIC, m.log_time_ns,
-                     messages.compressed_image(types, overlay, stamp, frame_id, quality=overlay_quality))
-        result.timings_ms["messages"] = 1000.0 * (time.perf_counter() - t1)
-        for k, v in result.timings_ms.items():
-            stage_times.setdefault(k, []).append(float(v))
-        if video_out is not None:
-            video_out.add(overlay)
-        latest_info.setdefault("first_stamp", stamp)
-        if sheet is not None:
+        overlay_msg = messages.compressed_image(types, overlay, stamp, frame_id, quality=overlay_quality)
+        with lock:
+            writer.write(OUT_PEOPLE_TOPIC, m.log_time_ns, people)
+            writer.write(OUT_MARKERS_TOPIC, m.log_time_ns, markers)
+            writer.write(OUT_OVERLAY_TOPIC, m.log_time_ns, overlay_msg)
+            result.timings_ms["messages"] = 1000.0 * (time.perf_counter() - t1)
+            for k, v in result.timings_ms.items():
+                stage_times.setdefault(k, []).append(float(v))
+            if due is not None:
+                latencies.append(1000.0 * (time.perf_counter() - due))
+            if video_out is not None:
+                video_out.add(overlay)
             first = latest_info.setdefault("first_stamp", stamp)
-            sheet.offer(index, overlay, f"t={(stamp - first) * 1e-9:.2f} s, {len(result.people)} people")
-        summary.frames += 1
-        summary.people += len(result.people)
+            if sheet is not None:
+                sheet.offer(index, overlay, f"t={(stamp - first) * 1e-9:.2f} s, {len(result.people)} people")
+            summary.frames += 1
+            summary.people += len(result.people)
+
+    def dispatch(m: bags.BagMessage, writer: bags.BagWriter, bar, worker) -> None:
+        """An image whose CameraInfo and detections are in: process it now, or (realtime) hand
+        it to the worker at its recorded time."""
+        index = clock.setdefault("images", 0)
+        clock["images"] = index + 1
+        bar.update(1)
+        stamp = bags.stamp_to_ns(m.msg.header.stamp) if hasattr(m.msg, "header") else 0
+        dets = det_buffer.match(stamp) if det_topic else None
+        camera = camera_model()
+        if worker is None:
+            handle_image((m, camera, dets, index, None), writer)
+            return
+        if worker_error:
+            raise worker_error[0]
+        wall0 = clock.setdefault("wall0", time.perf_counter())
+        log0 = clock.setdefault("log0", float(m.log_time_ns))
+        due = wall0 + (m.log_time_ns - log0) * 1e-9 / realtime
+        delay = due - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        worker.submit((m, camera, dets, index, due))
 
     topics = [t for t in (image_topic, info_topic, det_topic) if t]
     start = time.perf_counter()
+    worker = None
     try:
         with bags.BagWriter(output_bag, storage=storage, overwrite=overwrite) as writer, \
                 tqdm(total=total, desc="processing", unit="frame", disable=not progress) as bar:
             for topic, msgtype in ((OUT_PEOPLE_TOPIC, bags.PERSON_MESH_ARRAY), (OUT_MARKERS_TOPIC, bags.MARKER_ARRAY),
                                    (OUT_OVERLAY_TOPIC, bags.COMPRESSED_IMAGE), (out_info_topic, bags.CAMERA_INFO)):
                 writer.add_topic(topic, msgtype)
+            if realtime is not None:
+                worker = LatestFrameWorker(lambda item: handle_image(item, writer),
+                                           on_error=lambda item, exc: worker_error.append(exc))
             pending: List[bags.BagMessage] = []
-            done = False
+
+            def enough() -> bool:
+                return max_frames is not None and clock.get("images", 0) >= max_frames
+
             for topic, msgtype, log_ns, data in reader.raw_messages(topics):
                 # an image waits until every message logged at its time (CameraInfo, detections) is in
-                while pending and pending[0].log_time_ns < log_ns:
-                    handle_image(pending.pop(0), writer, bar)
-                    if max_frames is not None and summary.frames + summary.skipped_frames >= max_frames:
-                        done = True
-                        break
-                if done:
+                while pending and pending[0].log_time_ns < log_ns and not enough():
+                    dispatch(pending.pop(0), writer, bar, worker)
+                if enough():
                     break
                 try:
                     msg = reader.deserialize(topic, msgtype, data)
@@ -320,16 +370,27 @@ def process_bag(input_bag: Path, output_bag: Path, *, estimator=None, config=Non
                     pending.append(bags.BagMessage(topic, msgtype, log_ns, msg))
                 elif topic == info_topic:
                     latest_info["msg"] = msg
-                    writer.write_raw(out_info_topic, bags.CAMERA_INFO, log_ns, data)
+                    with lock:
+                        writer.write_raw(out_info_topic, bags.CAMERA_INFO, log_ns, data)
                 elif topic == det_topic:
                     det_buffer.add(bags.stamp_to_ns(msg.header.stamp), pipe.detections_from_msg(msg))
-            while pending and not done:
-                handle_image(pending.pop(0), writer, bar)
-                if max_frames is not None and summary.frames + summary.skipped_frames >= max_frames:
-                    break
+            while pending and not enough():
+                dispatch(pending.pop(0), writer, bar, worker)
+            if worker is not None:
+                worker.stop(drain=True, timeout=None)
+                summary.dropped_frames = worker.dropped
+                worker = None
+                if worker_error:
+                    raise worker_error[0]
     finally:
+        if worker is not None:  # a fault in the main thread: let the frame in progress finish
+            worker.stop(drain=False, timeout=None)
+            summary.dropped_frames = worker.dropped
         summary.seconds = time.perf_counter() - start
         reader.close()
+        if latencies:
+            summary.latency_ms = {"median": float(np.median(latencies)), "p90": float(np.percentile(latencies, 90)),
+                                  "max": float(np.max(latencies))}
         if video_out is not None:
             video_out.close()
             if video_out.failed:
@@ -367,7 +428,7 @@ def cmd_process(args: argparse.Namespace) -> int:
                               detector=args.detector, model=args.model, backend=args.backend, threads=args.threads,
                               storage=args.storage or bags.storage_of(out), video=video, contact_sheet=sheet,
                               max_frames=args.max_frames, overwrite=args.overwrite, mesh=args.mesh,
-                              progress=not args.quiet)
+                              progress=not args.quiet, realtime=args.realtime)
     except KeyboardInterrupt:
         print(f"interrupted; {out} was closed with what was processed so far", file=sys.stderr)
         return 130
@@ -380,6 +441,11 @@ def cmd_process(args: argparse.Namespace) -> int:
         print(f"skipped: {summary.skipped_frames} undecodable images "
               f"({'; '.join(f'{k}: {v}' for k, v in summary.skip_reasons.items())}), "
               f"{summary.undecodable_messages} messages that did not deserialise")
+    if summary.realtime_rate is not None:
+        lat = summary.latency_ms
+        print(f"realtime x{summary.realtime_rate:g}: {summary.dropped_frames} frames dropped by the newest-frame "
+              f"worker; latency (recorded arrival -> results written) median {lat.get('median', float('nan')):.0f} ms, "
+              f"p90 {lat.get('p90', float('nan')):.0f} ms, max {lat.get('max', float('nan')):.0f} ms")
     if summary.stage_ms:
         print("median ms per frame: " + ", ".join(f"{k} {v:.1f}" for k, v in summary.stage_ms.items()))
     print(f"wrote {out} ({OUT_PEOPLE_TOPIC}, {OUT_MARKERS_TOPIC}, {OUT_OVERLAY_TOPIC}, CameraInfo)"
@@ -479,6 +545,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-contact-sheet", action="store_true")
     p.add_argument("--mesh", action="store_true", help="also publish the mesh as a TRIANGLE_LIST marker (large)")
     p.add_argument("--max-frames", type=int, help="stop after this many images")
+    p.add_argument("--realtime", type=float, nargs="?", const=1.0, metavar="RATE",
+                   help="replay the images at their recorded pace (x RATE, default 1) through the node's "
+                        "newest-frame worker: frames arriving while one is processed are dropped and "
+                        "counted, as on the robot (default: process every frame)")
     p.add_argument("--summary-json", help="write the run's summary (counts, timings) as JSON here")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it is a bag")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

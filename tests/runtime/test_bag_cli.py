@@ -323,3 +323,30 @@ def test_eval_reports_without_matplotlib(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     paths = evaluation.write_reports(report, tmp_path)
     assert "plot" not in paths and paths["markdown"].exists() and paths["json"].exists()
+
+
+class _SlowEstimator(_FailingEstimator):
+    """The real estimator, 0.2 s slower per batch (a robot's overloaded CPU)."""
+
+    def __init__(self, real):
+        super().__init__(real, fail_at=10**9)
+
+    def estimate(self, crops):
+        import time
+        time.sleep(0.2)
+        return self.real.estimate(crops)
+
+
+def test_realtime_replay_drops_stale_frames(tmp_path, estimator):
+    """--realtime feeds the images at their recorded pace (15 frames/s) into the newest-frame
+    worker: with 0.2 s per frame most frames are dropped, none queues, latency stays bounded."""
+    s = bag_cli.process_bag(SAMPLE, tmp_path / "out", estimator=_SlowEstimator(estimator), max_frames=15,
+                            realtime=1.0, progress=False, contact_sheet=tmp_path / "s.png")
+    assert s.dropped_frames >= 5 and s.frames >= 3
+    assert s.frames + s.dropped_frames + s.skipped_frames == 15
+    assert s.latency_ms["max"] < 2000.0  # one frame in progress plus the newest waiting (a queue: ~2.8 s)
+    with bags.BagReader(tmp_path / "out") as r:
+        assert r.message_counts()[bag_cli.OUT_PEOPLE_TOPIC] == s.frames
+    assert s.contact_sheet is not None
+    with pytest.raises(ValueError, match="realtime"):
+        bag_cli.process_bag(SAMPLE, tmp_path / "out2", estimator=estimator, realtime=0.0, progress=False)
