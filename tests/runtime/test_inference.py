@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SIZE = 16  # the tiny graph's input side
 MEAN = [0.485, 0.456, 0.406]
 STD = [0.229, 0.224, 0.225]
-OUT_DIMS = {"pose": [72], "betas": [10], "cam": [3], "rotmat": [24, 3, 3], "joints": [24, 3]}
+OUT_DIMS = {"pose": [72], "betas": [10], "cam": [3], "rotmat": [24, 3, 3], "joints": [24, 3], "vertices": [5, 3]}
 
 
 def tiny_weights(seed: int = 0) -> dict:
@@ -106,7 +106,7 @@ def test_estimate_returns_one_float32_mesh_estimate_per_crop_matching_numpy(est)
     for i, m in enumerate(out):
         assert m.pose.shape == (72,) and m.rotmat.shape == (24, 3, 3) and m.betas.shape == (10,)
         assert m.cam.shape == (3,) and m.joints.shape == (24, 3) and m.vertices is None
-        for name in OUT_DIMS:
+        for name in ("pose", "betas", "cam", "rotmat", "joints"):
             value = getattr(m, name)
             assert value.dtype == np.float32
             np.testing.assert_allclose(value, ref[name][i], atol=2e-5, rtol=1e-4)
@@ -118,7 +118,7 @@ def test_batch_equals_crops_one_by_one(est):
     batch = est.estimate(crops)
     for i, crop in enumerate(crops):
         single = est.estimate([crop])[0]
-        for name in OUT_DIMS:
+        for name in ("pose", "betas", "cam", "rotmat", "joints"):
             np.testing.assert_allclose(getattr(batch[i], name), getattr(single, name), atol=1e-5, rtol=0)
 
 
@@ -142,6 +142,24 @@ def test_results_do_not_alias_each_other(est):
     out = est.estimate(crops_uint8(2))
     out[0].pose[:] = 0
     assert np.abs(out[1].pose).sum() > 0
+
+
+def test_graph_with_vertices_gives_vertices_and_the_sidecar_faces(tmp_path):
+    path = write_tiny_model(tmp_path, outputs=("pose", "betas", "cam", "rotmat", "joints", "vertices"))
+    faces = np.array([[0, 1, 2], [2, 3, 4]], dtype=np.int64)
+    np.save(tmp_path / "tiny_faces.npy", faces)
+    meta = json.loads(path.with_suffix(".json").read_text())
+    meta["body_model"]["faces_file"] = "tiny_faces.npy"
+    path.with_suffix(".json").write_text(json.dumps(meta))
+    est = load_estimator(path, backend="onnxruntime", threads=1)
+    crops = crops_uint8(2)
+    out = est.estimate(crops)
+    assert out[1].vertices.shape == (5, 3) and out[1].vertices.dtype == np.float32
+    np.testing.assert_allclose(out[1].vertices, expected_outputs(crops)["vertices"][1], atol=2e-5, rtol=1e-4)
+    assert est.faces.dtype == np.int32 and est.faces.tolist() == faces.tolist()
+    (tmp_path / "tiny_faces.npy").unlink()
+    with pytest.raises(FileNotFoundError, match="tiny_faces.npy"):
+        load_estimator(path, backend="onnxruntime")
 
 
 def test_graph_without_joints_gives_none_joints(tmp_path):
