@@ -138,8 +138,9 @@ class ContactSheet:
         h, w = image_rgb.shape[:2]
         tile = cv2.resize(image_rgb, (self.tile_width, max(1, int(round(h * self.tile_width / w)))),
                           interpolation=cv2.INTER_AREA)
-        cv2.putText(tile, label, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
-        cv2.putText(tile, label, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+        org = (6, tile.shape[0] - 8)  # bottom left: the overlay's id labels sit at the top of the boxes
+        cv2.putText(tile, label, org, cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
+        cv2.putText(tile, label, org, cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
         self.tiles.append(tile)
 
     def write(self, path: Path) -> bool:
@@ -311,7 +312,8 @@ def process_bag(input_bag: Path, output_bag: Path, *, estimator=None, config=Non
                 video_out.add(overlay)
             first = latest_info.setdefault("first_stamp", stamp)
             if sheet is not None:
-                sheet.offer(index, overlay, f"t={(stamp - first) * 1e-9:.2f} s, {len(result.people)} people")
+                sheet.offer(index, overlay, f"t={(stamp - first) * 1e-9:.2f} s, {len(result.people)} "
+                            f"{'person' if len(result.people) == 1 else 'people'}")
             summary.frames += 1
             summary.people += len(result.people)
 
