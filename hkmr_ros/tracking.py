@@ -33,6 +33,8 @@ class TrackingConfig:
     duplicate_iou: two tracks overlapping more than this are one person (see above).
     max_hidden: frames a hidden (occluded) track waits for a detection before it ends;
     detect_every_hidden: detector period while a track is hidden.
+    confirm_detections: detections a track needs before it may hide behind someone; a younger
+    duplicate (typically a false detection on part of a person) ends instead.
     min_inside: least share of the person box inside the image to keep a track.
     max_scale_change: largest factor by which a tracked person's box side may change from one
     frame to the next; a bigger jump means the crop no longer holds the person (lost).
@@ -47,6 +49,7 @@ class TrackingConfig:
     duplicate_iou: float = 0.6
     max_hidden: int = 45
     detect_every_hidden: int = 3
+    confirm_detections: int = 2
     min_inside: float = 0.3
     min_box_side: float = 16.0
     max_scale_change: float = 1.5
@@ -62,6 +65,7 @@ class TrackingConfig:
             (0.0 < self.duplicate_iou <= 1.0, "duplicate_iou must be in (0, 1]"),
             (isinstance(self.max_hidden, int) and 0 <= self.max_hidden <= 100_000, "max_hidden must be an integer in [0, 100000]"),
             (isinstance(self.detect_every_hidden, int) and 1 <= self.detect_every_hidden <= 100_000, "detect_every_hidden must be an integer in [1, 100000]"),
+            (isinstance(self.confirm_detections, int) and 1 <= self.confirm_detections <= 1000, "confirm_detections must be an integer in [1, 1000]"),
             (0.0 <= self.min_inside <= 1.0, "min_inside must be in [0, 1]"),
             (0.0 < self.min_box_side < 10_000, "min_box_side must be in (0, 10000) pixels"),
             (1.0 < self.max_scale_change <= 100.0, "max_scale_change must be in (1, 100]"),
@@ -105,6 +109,7 @@ class Track:
         self.joints_2d: Optional[np.ndarray] = None
         self.score = float(score)
         self.hits = 0
+        self.detections = 0                              # detections matched to it (or that began it)
         self.unconfirmed = 0
         self.hidden = 0                                  # frames since it was hidden (0 = visible)
         self.velocity = np.zeros(4)                      # box change per frame (pixels)
@@ -272,6 +277,7 @@ class Tracker:
             self.next_id += 1
             self.tracks.append(t)
         t.joint_box = box
+        t.detections += int(cand.from_detection)
         if cand.from_detection:          # a fresh detector box beats one derived from joints
             box = np.asarray(cand.box, dtype=np.float64).copy()
         # velocity only between boxes of one source (detector and joint boxes differ in framing)
@@ -299,7 +305,7 @@ class Tracker:
             # boxes of this frame: two distinct fresh detections are two people (trust the
             # detector); tracks cropped from their joints that land on one figure overlap
             if any(float(box_iou(t.box, k.box)[0, 0]) > self.config.duplicate_iou for k in kept):
-                if t.hits <= 1 or self.config.max_hidden == 0:
+                if t.detections < self.config.confirm_detections or self.config.max_hidden == 0:
                     ended.append(t.track_id)
                 else:                        # undo this frame's jump and coast from before it
                     if t.prev_box is not None:
