@@ -8,7 +8,8 @@ other precisions reuse kernel timings), progress output through `IProgressMonito
 sidecar beside it (see engine_cache) that the runtime checks before using it.
 
 Precision:
-- fp32: the ONNX as is.
+- fp32: the ONNX as is, with TF32 kernels disabled (TensorRT enables them by default on Ampere and
+  later; they round matmul inputs to 10 mantissa bits).
 - fp16: TensorRT 10 sets `BuilderFlag.FP16` on the fp32 network (weak typing). TensorRT 11 removed
   that flag: the ONNX is converted to fp16 with fp32 inputs and outputs (`keep_io_types=True`) by
   NVIDIA ModelOpt AutoCast when installed, else by onnxruntime's float16 tool
@@ -177,6 +178,8 @@ def build_serialized(trt: Any, spec: BuildSpec, timing_cache: Optional[Path] = N
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
     if spec.precision == "fp16" and not strongly_typed:
         config.set_flag(trt.BuilderFlag.FP16)
+    if spec.precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
+        config.clear_flag(trt.BuilderFlag.TF32)  # on by default; fp32 means fp32 (joints to 1e-4 m)
     profile = builder.create_optimization_profile()
     p = spec.profile()
     profile.set_shape(spec.input_name, p["min"], p["opt"], p["max"])

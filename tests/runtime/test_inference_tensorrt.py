@@ -172,6 +172,10 @@ def make_fake_trt(version: str = "10.9.0", cuda: FakeCuda = None):
         def set_flag(self, flag):
             self.flags.add(flag.name)
 
+        def clear_flag(self, flag):
+            self.flags.discard(flag.name)
+            self.cleared = getattr(self, "cleared", set()) | {flag.name}
+
         def add_optimization_profile(self, profile):
             self.profiles.append(profile)
 
@@ -205,6 +209,7 @@ def make_fake_trt(version: str = "10.9.0", cuda: FakeCuda = None):
                     monitor.step_complete("Building engine", step)
                 monitor.phase_finish("Building engine")
             meta = {"flags": network.flags, "builder_flags": sorted(config.flags),
+                    "cleared_flags": sorted(getattr(config, "cleared", set())),
                     "profile": config.profiles[0].shapes, "graph_types": network.graph_types,
                     "input_types": network.input_types}
             trt.log.append(meta)
@@ -337,6 +342,7 @@ def test_build_writes_engine_and_sidecar_with_every_field_beside_the_onnx(tiny, 
     assert "Building engine (3 steps)" in err and "Building engine done" in err  # progress monitor output
     assert (tiny.parent / trt_build.TIMING_CACHE_NAME).read_bytes() == b"fresh-cache+timings"
     assert trt.log[-1]["builder_flags"] == [] and trt.log[-1]["flags"] == 0
+    assert trt.log[-1]["cleared_flags"] == ["TF32"]  # fp32 means fp32
 
 
 def test_second_build_uses_the_cache_and_the_timing_cache(tiny, cache):
