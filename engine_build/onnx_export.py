@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from engine_build.body import ExportBody, faces_array
-from engine_build.rotations import rotmat_to_aa
+from engine_build.rotations import rot6d_to_rotmat, rotmat_to_aa
 from training.config import config_to_dict
 from training.datasets.augment import IMAGENET_MEAN, IMAGENET_STD
 from training.evaluate import Method, load_method
@@ -101,7 +101,7 @@ class ExportGraph(nn.Module):
     def forward(self, image: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         estimate = self.regressor.final_estimate(self.encoder(image))
         state = estimate["pose_state"]
-        rotmat = state_to_rotmat(state, self.rotation).reshape(-1, 24, 3, 3)
+        rotmat = (state_to_rotmat(state, "aa") if self.rotation == "aa" else rot6d_to_rotmat(state)).reshape(-1, 24, 3, 3)
         pose = state if self.rotation == "aa" else rotmat_to_aa(rotmat)
         body = self.body(rotmat, estimate["betas"])
         out = (pose.reshape(-1, 72), rotmat, estimate["betas"].reshape(-1, 10),

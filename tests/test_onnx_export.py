@@ -27,12 +27,13 @@ from engine_build.onnx_export import (
     reference_outputs,
     validate_onnx,
 )
-from engine_build.rotations import rotmat_to_aa, rotmat_to_quat
+from engine_build.rotations import rot6d_to_rotmat, rotmat_to_aa, rotmat_to_quat
 from training.body.body_model import DEFAULT_MODEL_PATH, load_body_model
 from training.config import Config, config_to_dict
 from training.datasets.augment import IMAGENET_MEAN, IMAGENET_STD
 from training.evaluate import load_method
 from training.geometry import aa_to_rotmat
+from training.geometry import rot6d_to_rotmat as roma_rot6d_to_rotmat
 from training.models.mesh_regressor import build_model
 
 IMAGE_SIZE = 64
@@ -303,6 +304,16 @@ def test_branch_free_rotmat_to_aa_agrees_with_roma(kind):
     quat = rotmat_to_quat(rotmat)
     torch.testing.assert_close(quat.norm(dim=-1), torch.ones(n), atol=1e-6, rtol=0)
     assert (quat[:, 3] >= 0).all()
+
+
+def test_compact_6d_to_rotmat_equals_roma_gram_schmidt():
+    x = torch.randn(5000, 6, generator=torch.Generator().manual_seed(3))
+    x[:10, 1::2] = x[:10, 0::2] * 2 + 1e-2 * x[:10, 1::2]  # second column (x reads as 3x2) nearly parallel
+    rotmat = rot6d_to_rotmat(x)
+    torch.testing.assert_close(rotmat, roma_rot6d_to_rotmat(x), atol=1e-5, rtol=0)
+    rotmat = rotmat[10:]  # float32 Gram-Schmidt (roma's too) loses ~1e-4 of orthogonality on the degenerate ones
+    torch.testing.assert_close(rotmat @ rotmat.transpose(-1, -2), torch.eye(3).expand(4990, 3, 3), atol=5e-6, rtol=0)
+    assert torch.allclose(torch.linalg.det(rotmat), torch.ones(4990), atol=1e-5)
 
 
 def test_export_body_equals_smplx():
