@@ -383,6 +383,8 @@ BLOCKER = textwrap.dedent("""
 
 RUN_DEFAULT = BLOCKER + textwrap.dedent("""
     import numpy as np
+    import hkmr_ros.crops, hkmr_ros.inference.trt_build, hkmr_ros.inference.tensorrt_backend  # all importable
+    import hkmr_ros.inference.engine_cache, hkmr_ros.inference.cuda_runtime
     from hkmr_ros.inference import load_estimator
     est = load_estimator(None, backend="onnxruntime", threads=1)
     crops = np.random.default_rng(0).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
