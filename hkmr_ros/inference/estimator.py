@@ -21,6 +21,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import numpy as np
 
 from hkmr_ros.inference import preprocess
+from hkmr_ros.inference.engine_cache import PRECISIONS
 from hkmr_ros.inference.errors import BackendUnavailableError, EstimatorError, ModelError, ModelNotFoundError
 from hkmr_ros.inference.model_info import ModelInfo, load_faces, read_model_info
 
@@ -135,8 +136,8 @@ def _tensorrt(info: ModelInfo, precision: str, max_batch: int, cache_dir: Option
     why = tensorrt_backend.tensorrt_unavailable_reason()
     if why is not None:
         raise BackendUnavailableError(f"tensorrt backend: {why}")
-    return tensorrt_backend.TensorRTBackend.from_onnx(info, precision=precision, max_batch=max_batch, cache_dir=cache_dir,
-                                     progress=progress)
+    return tensorrt_backend.TensorRTBackend.from_onnx(info, precision=precision, max_batch=max_batch,
+                                                      cache_dir=cache_dir, progress=progress)
 
 
 def make_backend(info: ModelInfo, backend: str, threads: Optional[int] = None, precision: str = "fp32",
@@ -145,6 +146,8 @@ def make_backend(info: ModelInfo, backend: str, threads: Optional[int] = None, p
     that cannot run here; "auto" falls through to the next and says why."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {list(PRECISIONS)}")
     if backend == "onnxruntime":
         return _onnxruntime(info, "cpu", threads), "requested"
     if backend == "onnxruntime-cuda":
@@ -161,6 +164,10 @@ def make_backend(info: ModelInfo, backend: str, threads: Optional[int] = None, p
             return chosen, f"auto: TensorRT and a GPU found; {precision} engine {getattr(chosen, 'status', '')}"
         except EstimatorError as e:
             skipped.append(f"tensorrt failed ({e})")
+        except ValueError:
+            raise  # a bad setting, not a missing capability
+        except Exception as e:  # an unexpected TensorRT/CUDA failure must not stop a robot that has a CPU
+            skipped.append(f"tensorrt failed ({type(e).__name__}: {e})")
     else:
         skipped.append(f"tensorrt: {why}")
     try:

@@ -584,6 +584,22 @@ def test_auto_prefers_tensorrt_when_it_can_run(tiny, cache, monkeypatch, caplog)
     assert len(line) == 1 and "TensorRT and a GPU found" in line[0]
 
 
+def test_auto_falls_back_when_tensorrt_raises_something_unexpected(tiny, cache, monkeypatch):
+    cuda = FakeCuda()
+    trt = make_fake_trt("10.9.0", cuda)
+
+    def broken(self, logger):
+        raise TypeError("incompatible function arguments")
+
+    trt.Runtime.__init__ = broken
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr(cuda_runtime, "open_cuda", lambda device=0: cuda)
+    est = load_estimator(tiny, backend="auto", cache_dir=cache, threads=1)
+    assert est.backend_name.startswith("onnxruntime") and "TypeError: incompatible" in est.reason
+    with pytest.raises(ValueError, match="precision"):
+        load_estimator(tiny, backend="auto", precision="fp64")
+
+
 def test_auto_falls_back_to_onnxruntime_when_the_engine_build_fails(tiny, cache, monkeypatch, caplog):
     cuda = FakeCuda()
     trt = make_fake_trt("10.9.0", cuda)
