@@ -331,3 +331,34 @@ def test_sqlite3_bag_without_definitions_uses_the_built_in_types(tmp_path):
         dets = [m.msg for m in r.messages(["/detections"])]
     assert len(people) == 2 and people[0].people[0].body_model == "anny-smpl"
     assert dets[0].detections[0].results[0].hypothesis.score == pytest.approx(0.8)
+
+
+def test_sample_ground_truth_is_consistent():
+    """The sample's ground truth agrees with its CameraInfo and with itself over time: visible
+    joints project inside the person's box, each person keeps one rest skeleton (bone lengths)
+    in every frame, detections are boxes of the true people."""
+    from hkmr_ros import evaluation
+    from hkmr_ros.detection import box_iou
+    with bags.BagReader(SAMPLE) as r:
+        k = bags.camera_k(next(r.messages(["/camera/camera_info"])).msg)
+        truth = {bags.stamp_to_ns(m.msg.header.stamp): evaluation.people_from_msg(m.msg)
+                 for m in r.messages(["/ground_truth/people"])}
+        dets = {bags.stamp_to_ns(m.msg.header.stamp): m.msg for m in r.messages(["/detections"])}
+    rest = {}
+    for stamp, people in truth.items():
+        for p in people:
+            assert np.allclose(np.linalg.norm(p.orientations, axis=1), 1.0, atol=1e-5)
+            uv = p.joints @ k.T
+            uv = uv[:, :2] / uv[:, 2:]
+            vis = p.confidence > 0.5
+            assert np.all((uv[vis] >= p.box[:2] - 2) & (uv[vis] <= p.box[2:] + 2))
+            skeleton = evaluation.rest_skeleton(p.joints, p.orientations)
+            rest.setdefault(p.track_id, []).append(skeleton)
+        boxes = np.array([bags.box_from_msg(d.bbox) for d in dets[stamp].detections]).reshape(-1, 4)
+        if len(boxes):
+            iou = box_iou(boxes, np.array([p.box for p in people]))
+            assert np.all(iou.max(axis=1) > 0.8)  # every detection is one of the true people, jittered
+    assert sorted(rest) == [1, 2, 3, 4, 5, 6]
+    for skeletons in rest.values():
+        s = np.stack(skeletons)
+        assert np.abs(s - s[0]).max() < 2e-3  # float32 joints: rigid bones to 2 mm
