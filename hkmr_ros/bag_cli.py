@@ -348,6 +348,13 @@ def process_bag(input_bag: Path, output_bag: Path, *, estimator=None, config=Non
             for topic, msgtype in ((OUT_PEOPLE_TOPIC, bags.PERSON_MESH_ARRAY), (OUT_MARKERS_TOPIC, bags.MARKER_ARRAY),
                                    (OUT_OVERLAY_TOPIC, bags.COMPRESSED_IMAGE), (out_info_topic, bags.CAMERA_INFO)):
                 writer.add_topic(topic, msgtype)
+            info = getattr(estimator, "info", None)
+            provenance = {"hkmr.source_bag": Path(input_bag).name, "hkmr.image_topic": image_topic,
+                          "hkmr.backend": summary.backend, "hkmr.boxes": det_topic or detector,
+                          "hkmr.model": Path(str(getattr(info, "onnx_path", "unknown"))).name,
+                          "hkmr.model_sha256": str(getattr(info, "onnx_sha256", "") or "")}
+            for key, value in provenance.items():
+                writer.set_custom_data(key, value)
             if realtime is not None:
                 worker = LatestFrameWorker(lambda item: handle_image(item, writer),
                                            on_error=lambda item, exc: worker_error.append(exc))

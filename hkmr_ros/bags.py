@@ -167,6 +167,10 @@ class BagWriter:
         if self._since_commit >= self.commit_every:
             self.flush()
 
+    def set_custom_data(self, key: str, value: str) -> None:
+        """A key/value string pair in metadata.yaml's custom_data (provenance: model, source bag)."""
+        self._writer.set_custom_data(str(key), str(value))
+
     def write_raw(self, topic: str, msgtype: str, stamp_ns: int, data: bytes) -> None:
         """Append already-serialised CDR bytes (e.g. a message copied from another bag)."""
         if self.closed:

@@ -59,6 +59,10 @@ def test_process_and_eval_sample_bag_mcap(tmp_path, estimator, monkeypatch, caps
     assert all(m.header.frame_id == "camera_optical_frame" for a in markers for m in a.markers)
     img = cv2.imdecode(np.asarray(overlay.data, np.uint8), cv2.IMREAD_COLOR)
     assert img.shape == (480, 640, 3)
+    import yaml
+    custom = yaml.safe_load((out / "metadata.yaml").read_text())["rosbag2_bagfile_information"]["custom_data"]
+    assert custom["hkmr.model"] == "hkmr_default.onnx" and custom["hkmr.boxes"] == "/detections"
+    assert custom["hkmr.source_bag"] == "people" and custom["hkmr.backend"] == "onnxruntime"
     # the overlay video and the contact sheet
     cap = cv2.VideoCapture(str(tmp_path / "out.mp4"))
     n = 0
