@@ -2,7 +2,8 @@
 # Sets up (scripts/install.sh) and runs the test suite in two parts:
 #   1. tests/runtime in a fresh virtual environment with the runtime only (no torch), which proves
 #      the runtime needs no torch and keeps those tests fast;
-#   2. the training, export and ROS tests (tests/, without tests/runtime) with everything installed.
+#   2. the whole suite with everything installed: the training, export and ROS tests, and the
+#      runtime tests again, now with the comparisons against PyTorch that the first run skips.
 # Extra arguments go to both pytest runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,5 +23,5 @@ if "$RUNTIME_ENV/bin/python" -c "import torch" 2>/dev/null; then
 fi
 echo "[test] runtime tests without torch"
 "$RUNTIME_ENV/bin/python" -m pytest -q tests/runtime "$@"
-echo "[test] training, export and ROS tests"
-"$PYTHON" -m pytest -q tests --ignore=tests/runtime "$@"
+echo "[test] the whole suite with torch"
+"$PYTHON" -m pytest -q tests "$@"
