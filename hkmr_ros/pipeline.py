@@ -26,7 +26,7 @@ from hkmr_ros.detection import (DEFAULT_CLASSES, HogConfig, clean_detections, de
 from hkmr_ros.images import ImageDecodeError, decode_compressed, decode_image
 from hkmr_ros.people import Detection, FrameResult, Person
 from hkmr_ros.smoothing import SmoothingConfig
-from hkmr_ros.tracking import Candidate, Tracker, TrackingConfig
+from hkmr_ros.tracking import Candidate, Tracker, TrackingConfig, joints_box
 
 DETECTORS = ("hog", "fixed", "whole_image", "none")
 STAGES = ("detect", "crop", "infer", "track", "smooth")
@@ -252,6 +252,12 @@ class Pipeline:
             return None
         return project_to_image(joints, cam, cb)
 
+    def _report_box(self, track, joints_2d: np.ndarray) -> np.ndarray:
+        """The published box: this frame's detection, else the box around the smoothed joints."""
+        if track.box_from_detection:
+            return track.box.copy()
+        return joints_box(joints_2d.astype(np.float64), tuple(self.config.tracking.joint_box_pad))
+
     def _people(self, raw, camera: CameraModel, stamp_ns: int, w: int, h: int) -> List[Person]:
         """Estimates -> smoothed people in the camera frame (rotation maths batched over people)."""
         if not raw:
@@ -282,7 +288,7 @@ class Pipeline:
             if c.vertices and est.vertices is not None:
                 verts = (np.asarray(est.vertices, dtype=np.float64) - joints[i, 0] + pelvis_s[i]).astype(np.float32)
             people.append(Person(
-                track_id=int(track.track_id), score=float(track.score), box=track.box.copy(),
+                track_id=int(track.track_id), score=float(track.score), box=self._report_box(track, j2d[i]),
                 pose=poses[i], rotmat=rot_s[i].astype(np.float32), betas=betas_s[i],
                 cam=cams[i].astype(np.float32), translation=pelvis_s[i].copy(), joints=joints_cam[i],
                 joint_orientations=orients[i],
