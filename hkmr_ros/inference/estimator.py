@@ -127,7 +127,8 @@ def resolve_model(model: Union[str, Path, None]) -> Path:
 
 def _onnxruntime(info: ModelInfo, device: str, threads: Optional[int]) -> object:
     from hkmr_ros.inference.onnxruntime_backend import OnnxRuntimeBackend
-    return OnnxRuntimeBackend(info.onnx_path, info.input_name, list(info.outputs), device=device, threads=threads)
+    return OnnxRuntimeBackend(info.onnx_path, info.input_name, list(info.outputs), device=device, threads=threads,
+                              image_size=info.image_size)
 
 
 def _tensorrt(info: ModelInfo, precision: str, max_batch: int, cache_dir: Optional[Path],

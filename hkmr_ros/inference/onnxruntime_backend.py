@@ -33,7 +33,7 @@ class OnnxRuntimeBackend:
     """One InferenceSession. `run(image Bx3xSxS float32) -> {output name: BxK...}`."""
 
     def __init__(self, onnx_path: Path, input_name: str, output_names: Sequence[str], device: str = "cpu",
-                 threads: Optional[int] = None, cuda_device_id: int = 0) -> None:
+                 threads: Optional[int] = None, cuda_device_id: int = 0, image_size: Optional[int] = None) -> None:
         import onnxruntime
 
         onnx_path = Path(onnx_path)
@@ -72,6 +72,13 @@ class OnnxRuntimeBackend:
         if len(inputs) != 1:
             raise ModelError(f"{onnx_path}: expected one input, the graph has {list(inputs)}")
         self.input_shape = list(inputs[input_name].shape)
+        if image_size is not None:
+            static = [d for d in self.input_shape[1:]]
+            want = [3, image_size, image_size]
+            if len(static) != 3 or any(isinstance(d, int) and d != w for d, w in zip(static, want)):
+                raise ModelError(f"{onnx_path}: graph input {input_name!r} has shape {self.input_shape}, but the "
+                                 f"sidecar's input.image_size is {image_size} (expected [batch, 3, {image_size}, "
+                                 f"{image_size}])")
         graph_outputs = {o.name for o in self.session.get_outputs()}
         missing = [n for n in output_names if n not in graph_outputs]
         if missing:

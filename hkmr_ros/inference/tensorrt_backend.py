@@ -79,6 +79,8 @@ class TensorRTBackend:
         self.dtypes = {n: np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))) for n in names}
         lo, _, hi = self.engine.get_tensor_profile_shape(self.input_name, 0)
         self.min_batch, self.max_batch = int(lo[0]), int(hi[0])
+        if list(hi)[1:] != [3, info.image_size, info.image_size]:
+            raise ModelError(f"engine input {list(hi)} does not match the sidecar's input.image_size {info.image_size}")
         self.context = self.engine.create_execution_context()
         if self.context is None:
             raise EngineError("TensorRT could not create an execution context (out of GPU memory?)")

@@ -294,6 +294,7 @@ def _sidecar_variant(tmp_path: Path, tiny: Path, edit) -> Path:
     (lambda m: m.update(outputs=[o for o in m["outputs"] if o["name"] != "cam"]), "cam"),
     (lambda m: m.update(onnx_sha256="0" * 64), "onnx_sha256"),
     (lambda m: m["input"].update(name="pixels"), "no input named 'pixels'"),
+    (lambda m: m["input"].update(image_size=32), "input.image_size is 32"),
 ])
 def test_incompatible_sidecar_raises_naming_the_field(tmp_path, tiny, edit, message):
     with pytest.raises((SidecarError, ModelError), match=message):
