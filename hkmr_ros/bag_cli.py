@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -191,14 +190,12 @@ class VideoOut:
             self.writer = None
 
 
-def _stream_fps(reader: bags.BagReader, topic: str, count: int) -> float:
-    """Frame rate from the bag's duration and message count (15 when unknown)."""
-    try:
-        duration = float(reader._reader.duration) * 1e-9 if reader._reader is not None else 0.0
-    except Exception:
-        duration = 0.0
+def _stream_fps(reader: bags.BagReader, topic: str) -> float:
+    """Frame rate of `topic` from the bag's duration and message count (15 when unknown)."""
+    count = reader.message_counts().get(topic, 0)
+    duration = reader.duration_ns * 1e-9
     if count > 1 and duration > 0:
-        return max(1.0, min(120.0, (count - 1) / duration * (count / max(count - 1, 1))))
+        return float(np.clip((count - 1) / duration, 1.0, 120.0))
     return 15.0
 
 
@@ -252,7 +249,7 @@ def process_bag(input_bag: Path, output_bag: Path, *, estimator=None, config=Non
                              realtime_rate=realtime)
     summary.warnings += reader.warnings
     sheet = ContactSheet(total) if contact_sheet is not None else None
-    video_out = VideoOut(Path(video), _stream_fps(reader, image_topic, total)) if video is not None else None
+    video_out = VideoOut(Path(video), _stream_fps(reader, image_topic)) if video is not None else None
     faces = getattr(estimator, "faces", None) if mesh else None
     out_info_topic = info_topic or OUT_CAMERA_INFO_TOPIC
     det_buffer = DetectionBuffer()

@@ -15,11 +15,9 @@ deserialised messages; a message that cannot be deserialised is skipped and coun
 """
 from __future__ import annotations
 
-import io
 import logging
 import sqlite3
 import struct
-import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -452,6 +450,14 @@ class BagReader:
         for c in self.connections:
             counts[c.topic] += int(c.msgcount)
         return dict(counts)
+
+    @property
+    def duration_ns(self) -> int:
+        """Time from the first to the last message (0 when unknown or recovered from a damaged file)."""
+        try:
+            return max(0, int(self._reader.duration)) if self._reader is not None else 0
+        except Exception:  # an empty bag has no duration
+            return 0
 
     def describe_topics(self) -> str:
         """'topic (type, N msgs), ...' for error messages and the CLI."""
