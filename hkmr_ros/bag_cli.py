@@ -227,19 +227,23 @@ def process_bag(input_bag: Path, output_bag: Path, *, estimator=None, config=Non
         raise ValueError(f"the realtime rate must be in [0.01, 100], got {realtime}")
 
     reader = bags.BagReader(input_bag)
-    image_topic = choose_topic(reader, image_topic, bags.IMAGE_TYPES, "image", required=True)
-    info_topic = choose_topic(reader, camera_info_topic, (bags.CAMERA_INFO,), "CameraInfo", required=False)
-    det_topic = choose_topic(reader, detections_topic, (bags.DETECTION_ARRAY,), "detections", required=False)
-    if detector == "auto":
-        detector = "none" if det_topic else "hog"
-    if config is None:
-        config = PipelineConfig(detector=detector)
-    else:
-        config.detector = detector
-    if estimator is None:
-        from hkmr_ros.inference import load_estimator
-        estimator = load_estimator(model, backend=backend, threads=threads)
-    pipe = Pipeline(estimator, config)
+    try:
+        image_topic = choose_topic(reader, image_topic, bags.IMAGE_TYPES, "image", required=True)
+        info_topic = choose_topic(reader, camera_info_topic, (bags.CAMERA_INFO,), "CameraInfo", required=False)
+        det_topic = choose_topic(reader, detections_topic, (bags.DETECTION_ARRAY,), "detections", required=False)
+        if detector == "auto":
+            detector = "none" if det_topic else "hog"
+        if config is None:
+            config = PipelineConfig(detector=detector)
+        else:
+            config.detector = detector
+        if estimator is None:
+            from hkmr_ros.inference import load_estimator
+            estimator = load_estimator(model, backend=backend, threads=threads)
+        pipe = Pipeline(estimator, config)
+    except BaseException:
+        reader.close()
+        raise
     total = reader.message_counts().get(image_topic, 0)
     if max_frames is not None:
         total = min(total, int(max_frames))
