@@ -432,7 +432,8 @@ def gpu_check(args: argparse.Namespace) -> str:
     else:
         notes.append("onnxruntime: no CUDAExecutionProvider")
     if trt_reason is None:
-        work = Path(tempfile.mkdtemp(prefix="hkmr-engines-"))  # engines go beside the ONNX: keep them out of the package
+        # engines are cached beside the ONNX: a copy keeps them out of the package folder
+        work = Path(tempfile.mkdtemp(prefix="hkmr-engines-"))
         model = work / DEFAULT_MODEL.name
         for source in (DEFAULT_MODEL, DEFAULT_MODEL.with_suffix(".json")):
             shutil.copyfile(source, work / source.name)

@@ -122,7 +122,8 @@ def read_model_info(onnx_path: Path, verify_sha256: bool = True) -> ModelInfo:
     if crop_size != CROP_SIZE:
         raise SidecarError(f"{sidecar}: field 'input.crop_size' is {crop_size!r}; the runtime crops at {CROP_SIZE}")
     if inp.get("resize", RESIZE_RULE) != RESIZE_RULE:
-        raise SidecarError(f"{sidecar}: field 'input.resize' is {inp['resize']!r}; the runtime implements {RESIZE_RULE!r}")
+        raise SidecarError(f"{sidecar}: field 'input.resize' is {inp['resize']!r}; "
+                           f"the runtime implements {RESIZE_RULE!r}")
     mean = _triple(_field(meta, "input.mean", sidecar), "mean", sidecar)
     std = _triple(_field(meta, "input.std", sidecar), "std", sidecar, positive=True)
     outputs = _outputs(meta, sidecar)

@@ -73,7 +73,8 @@ def make_progress_monitor(trt: Any, out: Optional[TextIO] = None, min_interval_s
             self.steps[phase_name] = num_steps
             self.depth[phase_name] = self.depth.get(parent_phase, -1) + 1 if parent_phase else 0
             if self.depth[phase_name] <= 1:
-                print(f"[tensorrt] {'  ' * self.depth[phase_name]}{phase_name} ({num_steps} steps)", file=out, flush=True)
+                indent = "  " * self.depth[phase_name]
+                print(f"[tensorrt] {indent}{phase_name} ({num_steps} steps)", file=out, flush=True)
 
         def step_complete(self, phase_name: str, step: int) -> bool:
             now = time.monotonic()

@@ -11,10 +11,8 @@ the end use the real TensorRT and a GPU, and skip cleanly where either is missin
 from __future__ import annotations
 
 import enum
-import io
 import json
 import logging
-import os
 import sys
 import types
 from pathlib import Path
