@@ -710,3 +710,24 @@ def test_gpu_check_compares_tensorrt_with_onnxruntime_cpu_on_the_shipped_model(m
     diffs = [float(c) for c in rows[0].split("|")[2:7]]
     assert max(diffs) < 1e-4  # the fake engine runs the same graph on onnxruntime
     assert set(DEFAULT_MODEL.parent.iterdir()) == before  # no engine left in the package folder
+
+
+def test_fp16_onnx_for_tensorrt_11_keeps_fp32_io_and_stays_close_on_the_shipped_model(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from hkmr_ros.inference import DEFAULT_MODEL
+    if not DEFAULT_MODEL.is_file():
+        pytest.skip(f"{DEFAULT_MODEL} missing")
+    out = tmp_path / "fp16.onnx"
+    assert "keep_io_types=True" in trt_build.convert_fp16(DEFAULT_MODEL, out)
+    model = onnx.load(str(out))
+    float32 = onnx.TensorProto.FLOAT
+    assert all(v.type.tensor_type.elem_type == float32 for v in [*model.graph.input, *model.graph.output])
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
+    x = np.random.default_rng(0).standard_normal((2, 3, 96, 96)).astype(np.float32)
+    half = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    full = onnxruntime.InferenceSession(str(DEFAULT_MODEL), providers=["CPUExecutionProvider"])
+    names = [o.name for o in full.get_outputs()]
+    got = dict(zip(names, half.run(names, {"image": x})))
+    want = dict(zip(names, full.run(names, {"image": x})))
+    assert np.abs(got["rotmat"] - want["rotmat"]).max() < 2e-2
+    assert np.abs(got["joints"] - want["joints"]).max() < 5e-3  # metres
