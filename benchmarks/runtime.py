@@ -24,12 +24,7 @@ ONNX Runtime CUDA rows (every part) and TensorRT fp32 rows (end-to-end) are adde
 run. Peak memory: the maximum
 resident set size of a fresh process that loads the shipped model and runs 16-crop batches, once
 with the torch-free runtime (torch made unimportable) and once in torch eager.
-
-    python benchmarks/runtime.py --gpu-check
-
-checks the GPU runtimes instead (torch CUDA, ONNX Runtime CUDA, TensorRT fp32 and fp16, each
-against ONNX Runtime CPU on the shipped model: largest difference per output and ms/crop); on a
-machine without any it says so and exits 0.
+The GPU paths' agreement with the CPU result is checked by `python -m engine_build.gpu_check`.
 """
 from __future__ import annotations
 
@@ -38,7 +33,6 @@ import copy
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -388,85 +382,6 @@ def markdown(rows: List[Dict], memory: Dict[str, Optional[float]], args: argpars
     return "\n".join(lines) + "\n"
 
 
-# ----------------------------------------------------------------- GPU check
-
-def gpu_check(args: argparse.Namespace) -> str:
-    """Every GPU runtime present (torch CUDA, ONNX Runtime CUDA, TensorRT fp32 and fp16) on the shipped
-    model against ONNX Runtime CPU on the same 16 crops: largest difference per output, and
-    ms/crop at batch 1 and 16 (host-to-host: copies included). A markdown report."""
-    from hkmr_ros.inference import DEFAULT_MODEL, load_estimator
-    from hkmr_ros.inference.tensorrt_backend import tensorrt_unavailable_reason
-
-    trt_reason = tensorrt_unavailable_reason()
-    ort_cuda = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
-    if not torch.cuda.is_available() and not ort_cuda and trt_reason is not None:
-        return ("GPU check: no GPU runtime here (torch.cuda unavailable; onnxruntime has no CUDAExecutionProvider; "
-                f"TensorRT: {trt_reason}).\n")
-    crops = np.random.default_rng(0).integers(0, 256, (16, 224, 224, 3), dtype=np.uint8)
-    cpu = load_estimator(None, backend="onnxruntime", threads=args.threads)
-    x = cpu.preprocess(crops)
-    ref = cpu.run_network(x)
-    candidates: List[Tuple[str, Callable[[np.ndarray], Dict[str, np.ndarray]]]] = []
-    notes: List[str] = []
-    if torch.cuda.is_available():
-        from engine_build.body import ExportBody
-        from engine_build.onnx_export import ExportGraph
-        from training.body.body_model import load_body_model, resolve_model_path
-
-        networks, cfg, _ = load_networks(args.checkpoint)
-        body = ExportBody(load_body_model(resolve_model_path(cfg.model.body_model)).eval()).eval()
-        graph = ExportGraph(networks["HKMR"], cfg.model.rotation, body).eval().cuda()
-        names = ["pose", "rotmat", "betas", "cam", "joints"]
-
-        def torch_cuda(a: np.ndarray, g=graph) -> Dict[str, np.ndarray]:
-            with torch.inference_mode():
-                out = g(torch.from_numpy(a).cuda())
-            return {n: t.float().cpu().numpy() for n, t in zip(names, out)}
-
-        candidates.append((f"torch CUDA ({torch.cuda.get_device_name(0)})", torch_cuda))
-    else:
-        notes.append("torch: CUDA unavailable")
-    if ort_cuda:
-        est = load_estimator(None, backend="onnxruntime-cuda")
-        candidates.append(("onnxruntime-cuda", est.run_network))
-    else:
-        notes.append("onnxruntime: no CUDAExecutionProvider")
-    if trt_reason is None:
-        # engines are cached beside the ONNX: a copy keeps them out of the package folder
-        work = Path(tempfile.mkdtemp(prefix="hkmr-engines-"))
-        model = work / DEFAULT_MODEL.name
-        for source in (DEFAULT_MODEL, DEFAULT_MODEL.with_suffix(".json")):
-            shutil.copyfile(source, work / source.name)
-        for precision in ("fp32", "fp16"):
-            est = load_estimator(model, backend="tensorrt", precision=precision, max_batch=16, cache_dir=work)
-            candidates.append((f"tensorrt {precision} ({est.backend.status.split(' (')[0]})", est.run_network))
-    else:
-        notes.append(f"TensorRT: {trt_reason}")
-    outputs = list(ref)
-    lines = [f"GPU check on {DEFAULT_MODEL.name}: max |difference| against ONNX Runtime CPU on 16 crops; ms/crop "
-             f"host to host ({args.repeats} calls after {args.warmup} warm-up).", "",
-             "| runtime | " + " | ".join(f"max diff {n}" for n in outputs) + " | ms/crop b1 | ms/crop b16 |",
-             "|---|" + "---:|" * (len(outputs) + 2)]
-    for label, fn in candidates:
-        got = fn(x)
-        diffs = [float(np.abs(got[n] - ref[n]).max()) for n in outputs]
-        cells = []
-        for batch in (1, 16):
-            a = np.ascontiguousarray(x[:batch])
-            for _ in range(args.warmup):
-                fn(a)
-            times = []
-            for _ in range(args.repeats):
-                start = time.perf_counter()
-                fn(a)
-                times.append(time.perf_counter() - start)
-            cells.append(f"{1000.0 * statistics.median(times) / batch:.3f}")
-        lines.append(f"| {label} | " + " | ".join(f"{d:.2g}" for d in diffs) + " | " + " | ".join(cells) + " |")
-    if notes:
-        lines += ["", "Not run: " + "; ".join(notes) + "."]
-    return "\n".join(lines) + "\n"
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
@@ -475,16 +390,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=40, help="timed rounds (default 40)")
     parser.add_argument("--out", type=Path, default=None, help="also write the markdown here")
-    parser.add_argument("--gpu-check", action="store_true",
-                        help="instead: every GPU runtime present against ONNX Runtime CPU (differences, timings)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    if args.gpu_check:
-        text = gpu_check(args)
-        print(text)
-        if args.out is not None:
-            args.out.write_text(text)
-        return 0
     rows, memory = run(args)
     text = markdown(rows, memory, args)
     print(text)

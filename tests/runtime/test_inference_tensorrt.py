@@ -689,29 +689,6 @@ def test_cli_without_tensorrt_fails_with_the_reason(tiny, monkeypatch, capsys):
     assert "tensorrt is not installed" in capsys.readouterr().err
 
 
-def test_gpu_check_compares_tensorrt_with_onnxruntime_cpu_on_the_shipped_model(monkeypatch):
-    pytest.importorskip("torch")
-    from hkmr_ros.inference import DEFAULT_MODEL
-    if not DEFAULT_MODEL.is_file():
-        pytest.skip(f"{DEFAULT_MODEL} missing")
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-    import runtime as bench
-
-    cuda = FakeCuda()
-    monkeypatch.setitem(sys.modules, "tensorrt", make_fake_trt("10.9.0", cuda))
-    monkeypatch.setattr(cuda_runtime, "open_cuda", lambda device=0: cuda)
-    monkeypatch.setattr(bench.torch.cuda, "is_available", lambda: False)
-    before = set(DEFAULT_MODEL.parent.iterdir())
-    args = types.SimpleNamespace(threads=1, warmup=0, repeats=1, checkpoint=None)
-    report = bench.gpu_check(args)
-    rows = [line for line in report.splitlines() if line.startswith("| tensorrt")]
-    assert [r.split(" (")[0] for r in rows] == ["| tensorrt fp32", "| tensorrt fp16"]
-    assert "max diff joints" in report and "torch: CUDA unavailable" in report
-    diffs = [float(c) for c in rows[0].split("|")[2:7]]
-    assert max(diffs) < 1e-4  # the fake engine runs the same graph on onnxruntime
-    assert set(DEFAULT_MODEL.parent.iterdir()) == before  # no engine left in the package folder
-
-
 def test_fp16_onnx_for_tensorrt_11_keeps_fp32_io_and_stays_close_on_the_shipped_model(tmp_path):
     onnx = pytest.importorskip("onnx")
     from hkmr_ros.inference import DEFAULT_MODEL
