@@ -56,6 +56,12 @@ def _point(types: Types, p) -> object:
     return _cls(types, "geometry_msgs/msg/Point")(x=float(p[0]), y=float(p[1]), z=float(p[2]))
 
 
+def _points(types: Types, arr) -> List[object]:
+    """Nx3 array -> geometry_msgs/Point list (Python floats via tolist: fast, and what rclpy wants)."""
+    cls = _cls(types, "geometry_msgs/msg/Point")
+    return [cls(x=a, y=b, z=c) for a, b, c in np.asarray(arr, dtype=np.float64).reshape(-1, 3).tolist()]
+
+
 def _f32(values, n: int) -> np.ndarray:
     a = np.asarray(values, dtype=np.float32).reshape(-1)
     if a.size != n:
@@ -78,7 +84,7 @@ def person_mesh(person: Person, types: Types, body_model: str):
         track_id=int(person.track_id), score=float(person.score), bbox=bbox,
         pose=_f32(person.pose, 72), betas=_f32(person.betas, 10), camera=_f32(person.cam, 3),
         translation=_point(types, person.translation),
-        joints=[_point(types, p) for p in np.asarray(person.joints).reshape(NUM_JOINTS, 3)],
+        joints=_points(types, np.asarray(person.joints).reshape(NUM_JOINTS, 3)),
         joint_orientations=[quat(x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3]))
                             for q in np.asarray(person.joint_orientations).reshape(NUM_JOINTS, 4)],
         joint_confidence=_f32(person.joint_confidence, NUM_JOINTS), body_model=str(body_model))
@@ -133,15 +139,13 @@ def person_markers(person: Person, types: Types, hdr, ns: str = "hkmr",
     base = int(person.track_id) * MARKERS_PER_PERSON
     j = np.asarray(person.joints, dtype=np.float64).reshape(NUM_JOINTS, 3)
     col = track_colour(person.track_id)
-    bone_pts, bone_cols = [], []
-    for (a, b), c in zip(BONES, BONE_COLOURS):
-        bone_pts += [_point(types, j[a]), _point(types, j[b])]
-        bone_cols += [_colour(types, c), _colour(types, c)]
+    bone_pts = _points(types, j[np.asarray(BONES).reshape(-1)])
+    bone_cols = [_colour(types, c) for c in BONE_COLOURS for _ in (0, 1)]
     out = [
         _marker(types, hdr, ns, base + BONES_ID, LINE_LIST, ADD, scale=(line_width, 0, 0),
                 points=bone_pts, colors=bone_cols, lifetime_s=lifetime_s),
         _marker(types, hdr, ns, base + JOINTS_ID, SPHERE_LIST, ADD, scale=(joint_size,) * 3,
-                points=[_point(types, p) for p in j],
+                points=_points(types, j),
                 colors=[_colour(types, CHAIN_COLOURS[JOINT_TO_CHAIN[k]]) for k in range(NUM_JOINTS)],
                 lifetime_s=lifetime_s),
         _marker(types, hdr, ns, base + LABEL_ID, TEXT_VIEW_FACING, ADD, scale=(0, 0, 0.12), colour=col,
@@ -154,7 +158,7 @@ def person_markers(person: Person, types: Types, hdr, ns: str = "hkmr",
         if faces.size and faces.max() < len(v) and faces.min() >= 0:
             tri = v[faces.reshape(-1)]
             out.append(_marker(types, hdr, ns, base + MESH_ID, TRIANGLE_LIST, ADD, scale=(1, 1, 1),
-                               colour=col, alpha=0.6, points=[_point(types, p) for p in tri],
+                               colour=col, alpha=0.6, points=_points(types, tri),
                                lifetime_s=lifetime_s))
     return out
 

@@ -158,3 +158,34 @@ def test_overlay_survives_absurd_coordinates():
 def test_missing_type_named():
     with pytest.raises(KeyError, match="hkmr_ros/msg/PersonMeshArray"):
         M.person_mesh_array(FrameResult(0, "c", 1, 1), {}, "smpl")
+
+
+def test_mesh_markers_with_the_shipped_mesh_model():
+    """The mesh variant of the shipped network: vertices in the camera frame, a TRIANGLE_LIST
+    with every face, serialisable."""
+    from pathlib import Path
+
+    import pytest as _pytest
+    inference = _pytest.importorskip("hkmr_ros.inference")
+    model = Path(__file__).resolve().parents[2] / "hkmr_ros" / "data" / "hkmr_default_mesh.onnx"
+    if not model.is_file():
+        _pytest.skip(f"mesh model missing: {model}")
+    est = inference.load_estimator(model, backend="onnxruntime", threads=1)
+    if est.faces is None:
+        _pytest.skip("mesh model without faces")
+    from hkmr_ros.people import Detection
+    from hkmr_ros.pipeline import Pipeline, PipelineConfig
+    img = draw_people([((320, 240), 300, 0)])
+    r = Pipeline(est, PipelineConfig(detector="none")).process(
+        img, 0, "cam", detections=[Detection(gt_box((320, 240), 300), 0.9)])
+    p = r.people[0]
+    assert p.vertices is not None and p.vertices.shape[1] == 3 and np.all(np.isfinite(p.vertices))
+    # the mesh sits around the joints, in the same camera frame
+    assert np.linalg.norm(p.vertices.mean(0) - p.joints.mean(0)) < 0.5
+    ts = make_typestore()
+    msg = M.marker_array(r, ts.types, mesh_faces=est.faces)
+    mesh = [m for m in msg.markers if m.type == M.TRIANGLE_LIST and m.action == M.ADD]
+    assert len(mesh) == 1 and len(mesh[0].points) == 3 * len(est.faces)
+    back = ts.deserialize_cdr(ts.serialize_cdr(msg, "visualization_msgs/msg/MarkerArray"),
+                              "visualization_msgs/msg/MarkerArray")
+    assert len([m for m in back.markers if m.type == M.TRIANGLE_LIST and m.action == M.ADD][0].points) == 3 * len(est.faces)
