@@ -5,7 +5,10 @@ size); the runtime and the demo need neither. The released file loads with
 `training.evaluate.load_method` like any checkpoint.
 
     python -m training.release --checkpoint runs/synthetic_hkmr/checkpoint_00001200.pt \
-        --out training/weights/hkmr_default [--max-mb 25]
+        --out training/weights/hkmr_default [--max-mb 25] [--relocate /scratch/acc=data ...]
+
+`--relocate OLD=NEW` rewrites the data paths of the stored config (`data.*`) that start with OLD,
+so that shipped weights name the documented folders rather than the machine the run used.
 """
 from __future__ import annotations
 
@@ -13,26 +16,44 @@ import argparse
 import hashlib
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 
 from training.config import config_from_dict, save_config
 
 
-def release(checkpoint: Path, out_dir: Path, max_mb: float = 25.0) -> Path:
+def relocate_paths(config: Dict[str, Any], moves: Sequence[Tuple[str, str]]) -> Dict[str, Any]:
+    """A copy of a config dict whose `data` string values starting with OLD start with NEW instead."""
+    def move(value):
+        if isinstance(value, str):
+            for old, new in moves:
+                if value == old or value.startswith(old.rstrip("/") + "/"):
+                    return new + value[len(old.rstrip("/")):] if value != old else new
+            return value
+        if isinstance(value, list):
+            return [move(v) for v in value]
+        return value
+    out = dict(config)
+    out["data"] = {k: move(v) for k, v in config.get("data", {}).items()}
+    return out
+
+
+def release(checkpoint: Path, out_dir: Path, max_mb: float = 25.0,
+            relocate: Sequence[Tuple[str, str]] = ()) -> Path:
     """Write `out_dir/model.pt` and `out_dir/config.yaml`; raise if the weights exceed `max_mb`."""
     if not checkpoint.is_file():
         raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
     if not isinstance(ckpt, dict) or "model" not in ckpt or not isinstance(ckpt.get("config"), dict):
         raise ValueError(f"{checkpoint} is not a training checkpoint (expected 'model' and 'config')")
-    cfg = config_from_dict(ckpt["config"], str(checkpoint))
+    config = relocate_paths(ckpt["config"], relocate)
+    cfg = config_from_dict(config, str(checkpoint))
     cfg.model.encoder_weights = None  # every weight is in the released file
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "model.pt"
     state = {k: v.contiguous() for k, v in ckpt["model"].items()}
-    torch.save({"model": state, "config": ckpt["config"], "step": ckpt.get("step")}, path)
+    torch.save({"model": state, "config": config, "step": ckpt.get("step")}, path)
     save_config(cfg, out_dir / "config.yaml")
     size_mb = path.stat().st_size / 2**20
     if size_mb > max_mb:
@@ -48,9 +69,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--max-mb", type=float, default=25.0)
+    parser.add_argument("--relocate", action="append", default=[], metavar="OLD=NEW",
+                        help="rewrite data paths of the stored config starting with OLD (repeatable)")
     args = parser.parse_args(argv)
     try:
-        release(args.checkpoint, args.out, args.max_mb)
+        moves = []
+        for item in args.relocate:
+            if "=" not in item:
+                raise ValueError(f"--relocate {item!r}: expected OLD=NEW")
+            moves.append(tuple(item.split("=", 1)))
+        release(args.checkpoint, args.out, args.max_mb, moves)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
