@@ -80,7 +80,7 @@ def ping_pong(seq: Sequence, n: int) -> List:
 
 
 def run_scenario(estimator, frames: List[dict], detector: str, tracking: bool, types, warmup: int,
-                 body_model: str) -> dict:
+                 body_model: str, mesh_faces=None) -> dict:
     cfg = PipelineConfig(detector="hog" if detector == "hog" else "none", max_people=6,
                          tracking=TrackingConfig(enabled=tracking))
     pipe = Pipeline(estimator, cfg)
@@ -97,7 +97,7 @@ def run_scenario(estimator, frames: List[dict], detector: str, tracking: bool, t
         result = pipe.process_msg(f["image"], cam, dets)
         t = time.perf_counter()
         pm = person_mesh_array(result, types, body_model)
-        ma = marker_array(result, types)
+        ma = marker_array(result, types, mesh_faces=mesh_faces)
         msg_ms = 1000.0 * (time.perf_counter() - t)
         wall, cpu = 1000.0 * (time.perf_counter() - w0), 1000.0 * (time.process_time() - c0)
         t = time.perf_counter()
@@ -156,6 +156,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-tracking-row", action="store_true", help="skip the HOG-every-frame row")
     ap.add_argument("--frames", type=int, default=150)
     ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--mesh", action="store_true",
+                    help="add a row with the mesh variant (hkmr_default_mesh.onnx) and mesh markers")
     ap.add_argument("--out", type=Path, default=None, help="write the markdown table here")
     args = ap.parse_args(argv)
     if args.frames <= args.warmup:
@@ -177,10 +179,18 @@ def main(argv=None) -> int:
             plan.append((n, det, True))
         if "hog" in args.detectors and n == min(args.people) and not args.no_tracking_row:
             plan.append((n, "hog", False))
-    for n, det, trk in plan:
+    if args.mesh:
+        plan.append((min(args.people), "upstream", True, "mesh"))
+    for n, det, trk, *mesh in plan:
+        est, faces = estimator, None
+        if mesh:
+            est = load_estimator(ROOT / "hkmr_ros" / "data" / "hkmr_default_mesh.onnx", backend=args.backend,
+                                 threads=args.threads)
+            faces = est.faces
         frames = ping_pong(stretches[n], args.frames)
-        res = run_scenario(estimator, frames, det, trk, types, args.warmup, estimator.body_model_name)
-        rows.append({"people": n, "detector": det, "tracking": trk, "result": res})
+        res = run_scenario(est, frames, det, trk, types, args.warmup, est.body_model_name, faces)
+        rows.append({"people": n, "detector": det + (" + mesh markers" if mesh else ""), "tracking": trk,
+                     "result": res})
         print(f"{n} people, {det}, tracking {'on' if trk else 'off'}: {res['fps']:.1f} frames/s, "
               f"median {res['median']:.1f} ms, p90 {res['p90']:.1f} ms, CPU {res['cpu_median']:.1f} ms/frame, "
               f"stages {', '.join(f'{k} {v:.1f}' for k, v in res['stages'].items())}", flush=True)
@@ -191,7 +201,8 @@ def main(argv=None) -> int:
               f"(640x480 JPEG) after {args.warmup} untimed.\n\n"
               f"Command: `OMP_NUM_THREADS={__import__('os').environ.get('OMP_NUM_THREADS', '?')} "
               f"python benchmarks/pipeline.py --threads {args.threads}"
-              + (f" --frames {args.frames}" if args.frames != 150 else "") + "`")
+              + (f" --frames {args.frames}" if args.frames != 150 else "")
+              + (" --mesh" if args.mesh else "") + "`")
     text = table(rows, header)
     print(text)
     if args.out:
