@@ -35,28 +35,59 @@ def tiny_weights(seed: int = 0) -> dict:
             for n, d in OUT_DIMS.items()}
 
 
+# A minimal protobuf writer for the few ONNX messages the tiny graph needs, so that these tests run
+# in a runtime-only install (onnxruntime, but not the `onnx` package). Field numbers: onnx/onnx.proto.
+def _varint(value: int) -> bytes:
+    value &= (1 << 64) - 1
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _field(number: int, value) -> bytes:
+    if isinstance(value, int):
+        return _varint(number << 3) + _varint(value)
+    data = value.encode() if isinstance(value, str) else bytes(value)
+    return _varint(number << 3 | 2) + _varint(len(data)) + data
+
+
+def _tensor(name: str, array: np.ndarray) -> bytes:
+    data_type = {np.dtype(np.float32): 1, np.dtype(np.int64): 7}[array.dtype]
+    return (b"".join(_field(1, int(d)) for d in array.shape) + _field(2, data_type) + _field(8, name)
+            + _field(9, np.ascontiguousarray(array).tobytes()))
+
+
+def _value_info(name: str, dims) -> bytes:
+    shape = b"".join(_field(1, _field(2, d) if isinstance(d, str) else _field(1, d)) for d in dims)
+    return _field(1, name) + _field(2, _field(1, _field(1, 1) + _field(2, shape)))  # elem_type FLOAT
+
+
+def _node(op: str, inputs, outputs, **ints) -> bytes:
+    attrs = b"".join(_field(5, _field(1, k) + _field(3, v) + _field(20, 2)) for k, v in ints.items())  # INT
+    return b"".join(_field(1, i) for i in inputs) + b"".join(_field(2, o) for o in outputs) + _field(4, op) + attrs
+
+
 def write_tiny_model(folder: Path, outputs=("pose", "betas", "cam", "rotmat", "joints"), fmt: str = "hkmr-onnx/2",
                      seed: int = 0, name: str = "tiny") -> Path:
-    """A linear graph `image Bx3xSxS -> outputs` (dynamic batch) and its sidecar."""
-    onnx = pytest.importorskip("onnx")
-    from onnx import TensorProto, helper, numpy_helper
-
+    """A linear graph `image Bx3xSxS -> Flatten -> MatMul -> Reshape -> outputs` (dynamic batch) and its sidecar."""
     weights = tiny_weights(seed)
-    nodes = [helper.make_node("Flatten", ["image"], ["flat"], axis=1)]
-    inits, graph_outputs = [], []
+    graph = _field(1, _node("Flatten", ["image"], ["flat"], axis=1))
     for n in outputs:
-        dims = OUT_DIMS[n]
-        inits.append(numpy_helper.from_array(weights[n], f"W_{n}"))
-        inits.append(numpy_helper.from_array(np.array([-1, *dims], dtype=np.int64), f"shape_{n}"))
-        nodes.append(helper.make_node("MatMul", ["flat", f"W_{n}"], [f"mm_{n}"]))
-        nodes.append(helper.make_node("Reshape", [f"mm_{n}", f"shape_{n}"], [n]))
-        graph_outputs.append(helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", *dims]))
-    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info(
-        "image", TensorProto.FLOAT, ["batch", 3, SIZE, SIZE])], graph_outputs, inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
+        graph += _field(1, _node("MatMul", ["flat", f"W_{n}"], [f"mm_{n}"]))
+        graph += _field(1, _node("Reshape", [f"mm_{n}", f"shape_{n}"], [n]))
+    graph += _field(2, "tiny")
+    for n in outputs:
+        graph += _field(5, _tensor(f"W_{n}", weights[n]))
+        graph += _field(5, _tensor(f"shape_{n}", np.array([-1, *OUT_DIMS[n]], dtype=np.int64)))
+    graph += _field(11, _value_info("image", ["batch", 3, SIZE, SIZE]))
+    for n in outputs:
+        graph += _field(12, _value_info(n, ["batch", *OUT_DIMS[n]]))
+    model = _field(1, 8) + _field(7, graph) + _field(8, _field(1, "") + _field(2, 17))  # ir 8, opset 17
     path = folder / f"{name}.onnx"
-    onnx.save(model, str(path))
+    path.write_bytes(model)
     meta = {"format": fmt,
             "input": {"name": "image", "shape": ["batch", 3, SIZE, SIZE], "image_size": SIZE, "mean": MEAN,
                       "std": STD, "channels": "RGB", "layout": "NCHW", "crop_size": 224,
@@ -65,6 +96,13 @@ def write_tiny_model(folder: Path, outputs=("pose", "betas", "cam", "rotmat", "j
             "body_model": {"name": "anny-smpl"}}
     path.with_suffix(".json").write_text(json.dumps(meta))
     return path
+
+
+def test_tiny_model_is_a_valid_onnx_graph(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(str(write_tiny_model(tmp_path)))
+    onnx.checker.check_model(model, full_check=True)
+    assert [o.name for o in model.graph.output] == ["pose", "betas", "cam", "rotmat", "joints"]
 
 
 def reference_input(crops: np.ndarray, size: int = SIZE) -> np.ndarray:
@@ -90,6 +128,14 @@ def tiny(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def est(tiny):
     return load_estimator(tiny, backend="onnxruntime", threads=1)
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    """The shipped default model (needs no `onnx` package, so these tests run in a runtime-only install)."""
+    if not DEFAULT_MODEL.is_file():
+        pytest.fail(f"the shipped default model is missing: {DEFAULT_MODEL}")
+    return load_estimator(None, backend="onnxruntime", threads=1)
 
 
 def crops_uint8(n: int, size: int = 224, seed: int = 1) -> np.ndarray:
@@ -120,6 +166,18 @@ def test_batch_equals_crops_one_by_one(est):
         single = est.estimate([crop])[0]
         for name in ("pose", "betas", "cam", "rotmat", "joints"):
             np.testing.assert_allclose(getattr(batch[i], name), getattr(single, name), atol=1e-5, rtol=0)
+
+
+def test_shipped_model_batch_equals_crops_one_by_one_and_lists_equal_arrays(shipped):
+    crops = crops_uint8(4, seed=11)
+    batch = shipped.estimate(crops)
+    listed = shipped.estimate(list(crops))
+    for i, crop in enumerate(crops):
+        single = shipped.estimate([crop])[0]
+        for name in ("pose", "rotmat", "betas", "cam", "joints"):
+            np.testing.assert_allclose(getattr(batch[i], name), getattr(single, name), atol=1e-5, rtol=0)
+            np.testing.assert_allclose(getattr(batch[i], name), getattr(listed[i], name), atol=1e-6, rtol=0)
+    assert shipped.body_model_name == "anny-smpl" and shipped.image_size == 96
 
 
 def test_list_of_mixed_sizes_keeps_order_and_resizes_each_via_224(est):
@@ -249,9 +307,9 @@ def test_network_input_matches_training_image_to_tensor_and_resize_images():
     ([np.zeros((224, 224, 3), np.uint8), [[1, 2, 3]]], "crop 1"),
     ("image.png", "got str"),
 ])
-def test_bad_inputs_raise_input_error_naming_the_problem(est, crops, message):
+def test_bad_inputs_raise_input_error_naming_the_problem(shipped, crops, message):
     with pytest.raises(InputError, match=message):
-        est.estimate(crops)
+        shipped.estimate(crops)
 
 
 def test_missing_onnx_raises_file_not_found_naming_the_path(tmp_path):
