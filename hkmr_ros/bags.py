@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
-from rosbags.interfaces import Connection, ConnectionExtRosbag2, MessageDefinition, MessageDefinitionFormat
+from rosbags.interfaces import (Connection, ConnectionExtRosbag2, MessageDefinition, MessageDefinitionFormat, Qos,
+                                QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime)
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
@@ -56,6 +57,14 @@ VISION_DETECTION_MSGS = {
 }
 
 _MCAP_MAGIC = b"\x89MCAP0\r\n"
+
+# What an ordinary ROS 2 publisher offers (reliable, volatile, keep last 10, default deadlines), recorded
+# with every topic as `ros2 bag record` does: an empty offer list is written as '' in metadata.yaml,
+# which rosbag2's QoS parsing does not expect.
+DEFAULT_QOS = Qos(history=QosHistory.KEEP_LAST, depth=10, reliability=QosReliability.RELIABLE,
+                  durability=QosDurability.VOLATILE, deadline=QosTime(0, 0), lifespan=QosTime(0, 0),
+                  liveliness=QosLiveliness.AUTOMATIC, liveliness_lease_duration=QosTime(0, 0),
+                  avoid_ros_namespace_conventions=False)
 
 
 class BagError(ValueError):
@@ -141,15 +150,19 @@ class BagWriter:
         self._since_commit = 0
         self.closed = False
 
-    def add_topic(self, topic: str, msgtype: str) -> None:
-        """Declare `topic` with `msgtype` (e.g. 'sensor_msgs/msg/CameraInfo'); its definition is embedded."""
+    def add_topic(self, topic: str, msgtype: str, qos: Optional[Sequence[Qos]] = None) -> None:
+        """Declare `topic` with `msgtype` (e.g. 'sensor_msgs/msg/CameraInfo'); its definition is embedded.
+
+        qos: the offered QoS profiles to record (default: one reliable, volatile profile).
+        """
         if topic in self._connections:
             if self._connections[topic].msgtype != msgtype:
                 raise ValueError(f"topic {topic} already has type {self._connections[topic].msgtype}")
             return
         if msgtype not in self.types:
             raise ValueError(f"message type {msgtype} is not in the typestore")
-        self._connections[topic] = self._writer.add_connection(topic, msgtype, typestore=self.typestore)
+        self._connections[topic] = self._writer.add_connection(
+            topic, msgtype, typestore=self.typestore, offered_qos_profiles=list(qos) if qos is not None else [DEFAULT_QOS])
 
     def write(self, topic: str, stamp_ns: int, msg: Any) -> None:
         """Serialise `msg` (a typestore class instance) to CDR and append it at log time `stamp_ns`."""

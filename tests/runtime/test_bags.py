@@ -362,3 +362,16 @@ def test_sample_ground_truth_is_consistent():
     for skeletons in rest.values():
         s = np.stack(skeletons)
         assert np.abs(s - s[0]).max() < 2e-3  # float32 joints: rigid bones to 2 mm
+
+
+@pytest.mark.parametrize("storage", bags.STORAGES)
+def test_every_topic_records_an_offered_qos(tmp_path, storage):
+    """As `ros2 bag record` does: a YAML list of profiles per topic, never an empty string."""
+    import yaml
+    path = _write_bag(tmp_path / "bag", storage, frames=1)
+    info = yaml.safe_load((path / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    for entry in info["topics_with_message_count"]:
+        profiles = yaml.safe_load(entry["topic_metadata"]["offered_qos_profiles"])
+        assert isinstance(profiles, list) and profiles[0]["reliability"] == 1 and profiles[0]["depth"] == 10
+    sample = yaml.safe_load((SAMPLE / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    assert all(e["topic_metadata"]["offered_qos_profiles"] for e in sample["topics_with_message_count"])
