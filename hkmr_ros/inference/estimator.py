@@ -100,6 +100,18 @@ class Estimator:
                              cam=item("cam", i), joints=item("joints", i), vertices=item("vertices", i))
                 for i in range(n)]
 
+    def close(self) -> None:
+        """Release the backend's resources (TensorRT: device buffers and stream). Idempotent."""
+        close = getattr(self.backend, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> "Estimator":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def warmup(self, runs: int = 1) -> float:
         """Run a mid-grey crop `runs` times; returns the first run's milliseconds."""
         crop = np.full((1, self.info.crop_size, self.info.crop_size, 3), 128, dtype=np.uint8)

@@ -415,6 +415,12 @@ def test_auto_logs_one_line_saying_which_backend_runs_and_why(tiny, caplog, monk
     assert set(BACKENDS) == {"auto", "tensorrt", "onnxruntime-cuda", "onnxruntime"}
 
 
+def test_onnxruntime_estimator_closes_as_a_context_manager(tiny):
+    with load_estimator(tiny, backend="onnxruntime", threads=1, warmup=False) as est:
+        assert len(est.estimate(crops_uint8(1))) == 1
+    est.close()
+
+
 def test_warmup_runs_before_the_first_frame(tiny, monkeypatch):
     est = load_estimator(tiny, backend="onnxruntime", threads=1)
     assert est.warmup_ms is not None and est.warmup_ms > 0
