@@ -126,7 +126,8 @@ class Pipeline:
         self.tracker = Tracker(c.tracking, c.smoothing, c.max_people)
         self.body_model = str(getattr(estimator, "body_model_name", "smpl"))
         self.stats: Dict[str, object] = {"frames": 0, "skipped_frames": 0, "detector_runs": 0,
-                                         "invalid_detections": 0, "failed_estimates": 0, "last_error": ""}
+                                         "invalid_detections": 0, "failed_estimates": 0, "last_error": "",
+                                         "track_end_reasons": self.tracker.end_reasons}
 
     # -- entry points ---------------------------------------------------------------------------
 

@@ -152,9 +152,17 @@ class Tracker:
         self.next_id = 1
         self.frames_since_detection = 10 ** 9
         self.force_detection = True
+        # why tracks ended, for diagnostics: unconfirmed, hidden_too_long, lost_estimate,
+        # left_image, scale_jump, duplicate, max_people, reset
+        self.end_reasons: Dict[str, int] = {}
+
+    def _ended(self, reason: str, n: int = 1) -> None:
+        if n:
+            self.end_reasons[reason] = self.end_reasons.get(reason, 0) + n
 
     def reset(self) -> List[int]:
         ended = [t.track_id for t in self.tracks]
+        self._ended("reset", len(ended))
         self.tracks = []
         self.force_detection = True
         return ended
@@ -197,6 +205,7 @@ class Tracker:
                 t.hidden += 1
                 if t.hidden > self.config.max_hidden + 1:
                     ended.append(t.track_id)
+                    self._ended("hidden_too_long")
         if ended:
             self.tracks = [t for t in self.tracks if t.track_id not in set(ended)]
         if detections is None:
@@ -230,6 +239,7 @@ class Tracker:
             t.unconfirmed += 1
             if t.unconfirmed >= self.config.max_unconfirmed:
                 ended.append(t.track_id)
+                self._ended("unconfirmed")
                 continue
             keep.append(t)
             out.append(Candidate(t.predicted_box(self.config.motion), t.score, t, False))
@@ -252,14 +262,15 @@ class Tracker:
         track it belongs to, or None if the track ended (or no new track was started)."""
         c = self.config
         ok = joints_2d is not None and np.all(np.isfinite(joints_2d))
+        reason = "lost_estimate"
         box = joints_box(joints_2d, tuple(c.joint_box_pad)) if ok else None
         if ok and (min(box[2] - box[0], box[3] - box[1]) < c.min_box_side
                    or inside_fraction(box, width, height) < c.min_inside):
-            ok = False
+            ok, reason = False, "left_image"
         if ok and cand.track is not None and not cand.from_detection and cand.track.hits > 0:
             ratio = _side(box) / max(_side(cand.track.joint_box), 1e-9)   # joints to joints
             if not (1.0 / c.max_scale_change <= ratio <= c.max_scale_change):
-                ok = False
+                ok, reason = False, "scale_jump"
         if not c.enabled:
             if not ok:
                 return None
@@ -271,6 +282,7 @@ class Tracker:
             if t is not None:
                 self.tracks = [x for x in self.tracks if x is not t]
                 self.force_detection = True
+                self._ended(reason)
             return None
         if t is None:
             t = Track(self.next_id, box, cand.score, self.smoothing)
@@ -307,6 +319,7 @@ class Tracker:
             if any(float(box_iou(t.box, k.box)[0, 0]) > self.config.duplicate_iou for k in kept):
                 if t.detections < self.config.confirm_detections or self.config.max_hidden == 0:
                     ended.append(t.track_id)
+                    self._ended("duplicate")
                 else:                        # undo this frame's jump and coast from before it
                     if t.prev_box is not None:
                         t.box = t.prev_box
@@ -325,5 +338,6 @@ class Tracker:
             return []
         order = sorted(self.tracks, key=lambda t: (t.hidden > 0, -t.hits, t.track_id))
         ended = [t.track_id for t in order[self.max_people:]]
+        self._ended("max_people", len(ended))
         self.tracks = order[:self.max_people]
         return ended

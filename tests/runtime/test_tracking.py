@@ -103,6 +103,8 @@ def test_lost_track_ends_and_triggers_the_detector():
     frame["f"] = ended_at + 1
     r = pipe.process(_scene(ended_at + 1, people)[0], (ended_at + 1) * FRAME_NS, "cam")
     assert det.calls == calls + 1 and r.detector_ran      # no tracks left: look again
+    assert sum(pipe.stats["track_end_reasons"].values()) == 1
+    assert set(pipe.stats["track_end_reasons"]) <= {"left_image", "scale_jump"}
 
 
 def test_newcomer_found_at_next_periodic_detection():
@@ -132,6 +134,7 @@ def test_unconfirmed_track_ends_after_max_unconfirmed_detector_runs():
         alive.append(len(r.people))
     # detector runs at frames 0, 2, 4, 6: misses at 2, 4 and the third miss (6) ends the track
     assert alive[:6] == [1] * 6 and alive[6] == 0
+    assert pipe.stats["track_end_reasons"] == {"unconfirmed": 1}
 
 
 def test_max_people_and_tracking_off():
