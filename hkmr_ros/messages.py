@@ -12,7 +12,7 @@ from __future__ import annotations
 import array
 import colorsys
 import dataclasses
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import List, Mapping, Optional, Tuple
 
 import cv2
 import numpy as np

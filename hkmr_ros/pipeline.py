@@ -26,7 +26,7 @@ from hkmr_ros.detection import (DEFAULT_CLASSES, HogConfig, clean_detections, de
 from hkmr_ros.images import ImageDecodeError, decode_compressed, decode_image
 from hkmr_ros.people import Detection, FrameResult, Person
 from hkmr_ros.smoothing import SmoothingConfig
-from hkmr_ros.tracking import Candidate, Tracker, TrackingConfig, joints_box
+from hkmr_ros.tracking import Tracker, TrackingConfig, joints_box
 
 DETECTORS = ("hog", "fixed", "whole_image", "none")
 STAGES = ("detect", "crop", "infer", "track", "smooth")

@@ -11,7 +11,6 @@ after `max_hidden` frames.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 

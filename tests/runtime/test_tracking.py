@@ -5,7 +5,6 @@ import pytest
 from hkmr_ros.detection import DetectionBuffer, box_iou, detections_from_msg
 from hkmr_ros.people import Detection
 from hkmr_ros.pipeline import Pipeline, PipelineConfig
-from hkmr_ros.smoothing import SmoothingConfig
 from hkmr_ros.tracking import TrackingConfig, joints_box
 
 from pipeline_fakes import FakeEstimator, ListDetector, draw_people, gt_box, person_joints_2d
@@ -33,10 +32,6 @@ def _match_ids(result, now):
 def _pipe(detector, **tracking):
     cfg = PipelineConfig(detector="none", tracking=TrackingConfig(**tracking))
     return Pipeline(FakeEstimator(), cfg, detector=detector)
-
-
-def _gt_detector(people):
-    return ListDetector(lambda call: [])  # replaced per frame in the loops below
 
 
 def test_ids_stable_for_three_walking_people_and_detector_every_n():

@@ -6,7 +6,6 @@ from hkmr_ros.worker import LatestFrameWorker
 
 
 def test_drops_stale_frames_under_a_slow_callable():
-    seen = []
     def slow(x):
         time.sleep(0.05)
         return x * 10
