@@ -145,6 +145,8 @@ class BagWriter:
         plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
         self._writer = Writer(self.path, version=BAG_VERSION, storage_plugin=plugin)
         self._writer.open()
+        # never an empty (null) custom_data: rosbag2 reads it as a map from metadata version 6 on
+        self._writer.set_custom_data("hkmr.writer", "hkmr_ros.bags")
         self._connections: Dict[str, Connection] = {}
         self.counts: Counter = Counter()
         self._since_commit = 0

@@ -440,6 +440,10 @@ def synthesise_bag(out: Union[str, Path], cfg: SceneConfig = SceneConfig(), stor
     people_counts = []
     with bags.BagWriter(out, storage=storage, distro=distro, overwrite=overwrite) as writer:
         types = writer.types
+        for key, value in (("generator", "hkmr-bag synth"), ("seed", cfg.seed), ("people", cfg.people),
+                           ("fps", cfg.fps), ("seconds", cfg.seconds), ("size", f"{cfg.width}x{cfg.height}"),
+                           ("body_model", scene.model_name)):
+            writer.set_custom_data(f"hkmr.{key}", str(value))
         writer.add_topic(image_topic, bags.IMAGE if raw else bags.COMPRESSED_IMAGE)
         writer.add_topic(CAMERA_INFO_TOPIC, bags.CAMERA_INFO)
         writer.add_topic(GROUND_TRUTH_TOPIC, bags.PERSON_MESH_ARRAY)

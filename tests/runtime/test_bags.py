@@ -373,5 +373,7 @@ def test_every_topic_records_an_offered_qos(tmp_path, storage):
     for entry in info["topics_with_message_count"]:
         profiles = yaml.safe_load(entry["topic_metadata"]["offered_qos_profiles"])
         assert isinstance(profiles, list) and profiles[0]["reliability"] == 1 and profiles[0]["depth"] == 10
+    assert isinstance(info["custom_data"], dict)  # a map, never null (rosbag2 reads it as one)
     sample = yaml.safe_load((SAMPLE / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
     assert all(e["topic_metadata"]["offered_qos_profiles"] for e in sample["topics_with_message_count"])
+    assert sample["custom_data"]["hkmr.generator"] == "hkmr-bag synth"
