@@ -177,16 +177,32 @@ class FixedRegionDetector:
 class HogConfig:
     """OpenCV HOG people detector settings.
 
-    downscale: the image is shrunk by this factor first (HOG's cost is ~quadratic in it; the
-    smallest person found is 128 * downscale pixels tall, window 64x128 at 8-pixel cells).
+    downscale: the image is shrunk by this factor first (the cost falls with its square; the
+    smallest window found is 128 * downscale pixels tall, the person filling 84% of it).
+    Scores are 1 / (1 + exp(-2 margin)) of the SVM margin: 0.5 on the boundary, so with
+    hit_threshold 0 every detection scores at least 0.5 and min_score only bites above that.
     """
 
     downscale: float = 2.0
     win_stride: int = 8
     pyramid_scale: float = 1.1
     hit_threshold: float = 0.0
-    min_score: float = 0.3
+    min_score: float = 0.5
     nms_iou: float = 0.45
+
+    def validate(self) -> "HogConfig":
+        checks = [
+            (math.isfinite(self.downscale) and 1.0 <= self.downscale <= 8.0, "downscale must be in [1, 8]"),
+            (isinstance(self.win_stride, int) and 1 <= self.win_stride <= 64, "win_stride must be an integer in [1, 64]"),
+            (math.isfinite(self.pyramid_scale) and 1.01 <= self.pyramid_scale <= 2.0, "pyramid_scale must be in [1.01, 2]"),
+            (math.isfinite(self.hit_threshold) and -10.0 <= self.hit_threshold <= 10.0, "hit_threshold must be in [-10, 10]"),
+            (math.isfinite(self.min_score) and 0.0 <= self.min_score <= 1.0, "min_score must be in [0, 1]"),
+            (math.isfinite(self.nms_iou) and 0.0 < self.nms_iou <= 1.0, "nms_iou must be in (0, 1]"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(f"hog.{msg}, got {self}")
+        return self
 
 
 class HogDetector:
@@ -205,9 +221,7 @@ class HogDetector:
             raise RuntimeError(
                 f"OpenCV {cv2.__version__} has no HOGDescriptor (removed in OpenCV 5); install "
                 "opencv-python-headless<5 or use upstream detections / a fixed region")
-        self.config = config or HogConfig()
-        if not (1.0 <= self.config.downscale <= 8.0):
-            raise ValueError(f"HOG downscale must be in [1, 8], got {self.config.downscale}")
+        self.config = (config or HogConfig()).validate()
         self._hog = cv2.HOGDescriptor()
         self._hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
 

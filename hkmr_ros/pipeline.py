@@ -67,6 +67,7 @@ class PipelineConfig:
             raise ValueError(f"min_detection_score must be in [0, 1], got {self.min_detection_score!r}")
         if not (math.isfinite(self.confidence_margin) and 0.0 < self.confidence_margin <= 1.0):
             raise ValueError(f"confidence_margin must be in (0, 1], got {self.confidence_margin!r}")
+        self.hog.validate()
         self.tracking.validate()
         self.smoothing.validate()
         return self

@@ -7,7 +7,7 @@ import pytest
 
 from hkmr_ros import geometry as g
 from hkmr_ros.camera import CameraModel
-from hkmr_ros.detection import box_iou
+from hkmr_ros.detection import HogConfig, box_iou
 from hkmr_ros.people import Detection
 from hkmr_ros.pipeline import (Pipeline, PipelineConfig, camera_translation, crop_box,
                                joint_confidence)
@@ -206,6 +206,7 @@ def test_nan_and_degenerate_detections_are_dropped_and_counted():
     (dict(min_detection_score=2.0), "min_detection_score"), (dict(confidence_margin=0.0), "confidence_margin"),
     (dict(tracking=TrackingConfig(detect_every=0)), "detect_every"),
     (dict(smoothing=SmoothingConfig(reset_after_s=-1.0)), "reset_after_s"),
+    (dict(hog=HogConfig(downscale=0.5)), "hog.downscale"), (dict(hog=HogConfig(pyramid_scale=1.0)), "pyramid_scale"),
 ])
 def test_absurd_pipeline_config_rejected(bad, match):
     with pytest.raises(ValueError, match=match):
