@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -199,6 +199,198 @@ def _stream_fps(reader: bags.BagReader, topic: str) -> float:
     return 15.0
 
 
+class _BagRun:
+    """One `process` run: the reader, the pipeline, the outputs and the counters of a ProcessSummary.
+
+    Images go through `dispatch` (main thread) once every message logged at their time has been
+    read; `handle` decodes, runs the pipeline and writes (main thread, or the worker's with
+    --realtime; `lock` guards the writer and the counters shared by both).
+    """
+
+    def __init__(self, reader: bags.BagReader, pipe, summary: ProcessSummary, *, faces, overlay_quality: int,
+                 video_out: Optional[VideoOut], sheet: Optional[ContactSheet], realtime: Optional[float],
+                 max_frames: Optional[int]):
+        import threading
+
+        from hkmr_ros.detection import DetectionBuffer
+
+        self.reader, self.pipe, self.summary = reader, pipe, summary
+        self.faces, self.overlay_quality = faces, overlay_quality
+        self.video_out, self.sheet = video_out, sheet
+        self.realtime, self.max_frames = realtime, max_frames
+        self.det_buffer = DetectionBuffer()
+        self.camera_info = None
+        self.camera_warned = False
+        self.first_stamp: Optional[int] = None
+        self.images = 0
+        self.clock0: Optional[Tuple[float, int]] = None  # (wall time, log time) of the first image
+        self.stage_times: Dict[str, List[float]] = {}
+        self.latencies: List[float] = []
+        self.worker = None
+        self.worker_error: List[BaseException] = []
+        self.lock = threading.Lock()
+
+    # -- inputs
+    def camera(self):
+        """CameraModel of the latest CameraInfo (None: none yet, or unusable, warned once)."""
+        from hkmr_ros.camera import CameraModel
+
+        if self.camera_info is None:
+            return None
+        try:
+            return CameraModel.from_camera_info(self.camera_info)
+        except (ValueError, TypeError) as err:
+            if not self.camera_warned:
+                self.summary.warnings.append(f"unusable CameraInfo on {self.summary.camera_info_topic} ({err}); "
+                                             "assuming intrinsics")
+                self.camera_warned = True
+            return None
+
+    def enough(self) -> bool:
+        return self.max_frames is not None and self.images >= self.max_frames
+
+    # -- one image
+    def handle(self, item, writer: bags.BagWriter) -> None:
+        """Decode, run the pipeline, write the results (skips undecodable images, counted)."""
+        from hkmr_ros import messages
+        from hkmr_ros.images import ImageDecodeError
+        from hkmr_ros.pipeline import decode_msg
+
+        m, camera, dets, index, due = item
+        t0 = time.perf_counter()
+        try:
+            rgb = decode_msg(m.msg)
+        except (ImageDecodeError, ValueError) as err:
+            with self.lock:
+                self.summary.skipped_frames += 1
+                reason = str(err).split(":")[0][:80]
+                self.summary.skip_reasons[reason] = self.summary.skip_reasons.get(reason, 0) + 1
+            return
+        decode_ms = 1000.0 * (time.perf_counter() - t0)
+        stamp = bags.stamp_to_ns(m.msg.header.stamp)
+        frame_id = str(m.msg.header.frame_id)
+        result = self.pipe.process(rgb, stamp, frame_id, camera, dets)
+        result.timings_ms["decode"] = decode_ms
+        t1 = time.perf_counter()
+        types = writer.types
+        people = messages.person_mesh_array(result, types, self.pipe.body_model)
+        markers = messages.marker_array(result, types, mesh_faces=self.faces)
+        overlay = messages.overlay_image(rgb, result)
+        overlay_msg = messages.compressed_image(types, overlay, stamp, frame_id, quality=self.overlay_quality)
+        with self.lock:
+            writer.write(OUT_PEOPLE_TOPIC, m.log_time_ns, people)
+            writer.write(OUT_MARKERS_TOPIC, m.log_time_ns, markers)
+            writer.write(OUT_OVERLAY_TOPIC, m.log_time_ns, overlay_msg)
+            result.timings_ms["messages"] = 1000.0 * (time.perf_counter() - t1)
+            for k, v in result.timings_ms.items():
+                self.stage_times.setdefault(k, []).append(float(v))
+            if due is not None:
+                self.latencies.append(1000.0 * (time.perf_counter() - due))
+            if self.video_out is not None:
+                self.video_out.add(overlay)
+            if self.first_stamp is None:
+                self.first_stamp = stamp
+            if self.sheet is not None:
+                n = len(result.people)
+                self.sheet.offer(index, overlay, f"t={(stamp - self.first_stamp) * 1e-9:.2f} s, {n} "
+                                                 f"{'person' if n == 1 else 'people'}")
+            self.summary.frames += 1
+            self.summary.people += len(result.people)
+
+    def dispatch(self, m: bags.BagMessage, writer: bags.BagWriter, bar) -> None:
+        """An image whose CameraInfo and detections are in: process it now, or (realtime) hand
+        it to the worker at its recorded time."""
+        index = self.images
+        self.images += 1
+        bar.update(1)
+        stamp = bags.stamp_to_ns(m.msg.header.stamp) if hasattr(m.msg, "header") else 0
+        dets = self.det_buffer.match(stamp) if self.summary.detections_topic else None
+        camera = self.camera()
+        if self.worker is None:
+            self.handle((m, camera, dets, index, None), writer)
+            return
+        if self.worker_error:
+            raise self.worker_error[0]
+        if self.clock0 is None:
+            self.clock0 = (time.perf_counter(), m.log_time_ns)
+        due = self.clock0[0] + (m.log_time_ns - self.clock0[1]) * 1e-9 / self.realtime
+        delay = due - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        self.worker.submit((m, camera, dets, index, due))
+
+    # -- the whole bag
+    def run(self, writer: bags.BagWriter, bar, out_info_topic: str) -> None:
+        """Read the image, CameraInfo and detections topics in log-time order and handle every image."""
+        from hkmr_ros.worker import LatestFrameWorker
+
+        s = self.summary
+        if self.realtime is not None:
+            self.worker = LatestFrameWorker(lambda item: self.handle(item, writer),
+                                            on_error=lambda item, exc: self.worker_error.append(exc))
+        topics = [t for t in (s.image_topic, s.camera_info_topic, s.detections_topic) if t]
+        pending: List[bags.BagMessage] = []
+        for topic, msgtype, log_ns, data in self.reader.raw_messages(topics):
+            # an image waits until every message logged at its time (CameraInfo, detections) is in
+            while pending and pending[0].log_time_ns < log_ns and not self.enough():
+                self.dispatch(pending.pop(0), writer, bar)
+            if self.enough():
+                break
+            try:
+                msg = self.reader.deserialize(topic, msgtype, data)
+            except Exception:  # garbled CDR: counted, the stream goes on
+                s.undecodable_messages += 1
+                self.reader.skipped[topic] += 1
+                continue
+            if topic == s.image_topic:
+                pending.append(bags.BagMessage(topic, msgtype, log_ns, msg))
+            elif topic == s.camera_info_topic:
+                self.camera_info = msg
+                with self.lock:
+                    writer.write_raw(out_info_topic, bags.CAMERA_INFO, log_ns, data)
+            elif topic == s.detections_topic:
+                self.det_buffer.add(bags.stamp_to_ns(msg.header.stamp), self.pipe.detections_from_msg(msg))
+        while pending and not self.enough():
+            self.dispatch(pending.pop(0), writer, bar)
+        self.stop_worker(drain=True)
+        if self.worker_error:
+            raise self.worker_error[0]
+
+    def stop_worker(self, drain: bool) -> None:
+        """Let the frame in progress finish (and, when `drain`, the one waiting)."""
+        if self.worker is not None:
+            self.worker.stop(drain=drain, timeout=None)
+            self.summary.dropped_frames = self.worker.dropped
+            self.worker = None
+
+    def finish(self, video: Optional[Path], contact_sheet: Optional[Path]) -> None:
+        """Close the side outputs and fill the summary's timings (also after a fault)."""
+        s = self.summary
+        if self.latencies:
+            s.latency_ms = {"median": float(np.median(self.latencies)),
+                            "p90": float(np.percentile(self.latencies, 90)), "max": float(np.max(self.latencies))}
+        if self.video_out is not None:
+            self.video_out.close()
+            if self.video_out.failed:
+                s.warnings.append(f"OpenCV could not open an mp4 writer for {video}; no video written")
+            elif s.frames:
+                s.video = Path(video)
+        if self.sheet is not None and self.sheet.write(Path(contact_sheet)):
+            s.contact_sheet = Path(contact_sheet)
+        s.stage_ms = {k: float(np.median(v)) for k, v in self.stage_times.items()}
+        s.detector_runs = int(self.pipe.stats.get("detector_runs", 0))
+        s.warnings += [w for w in self.reader.warnings if w not in s.warnings]
+
+
+def _provenance(input_bag: Path, summary: ProcessSummary, estimator) -> Dict[str, str]:
+    """What made an output bag, for its metadata's custom_data."""
+    info = getattr(estimator, "info", None)
+    return {"hkmr.source_bag": Path(input_bag).name, "hkmr.image_topic": summary.image_topic,
+            "hkmr.backend": summary.backend, "hkmr.boxes": summary.detections_topic or summary.detector,
+            "hkmr.model": Path(str(getattr(info, "onnx_path", "unknown"))).name,
+            "hkmr.model_sha256": str(getattr(info, "onnx_sha256", "") or "")}
+
+
 def process_bag(input_bag: Path, output_bag: Path, *, estimator=None, config=None,
                 image_topic: Optional[str] = None, camera_info_topic: Optional[str] = "auto",
                 detections_topic: Optional[str] = "auto", detector: str = "auto",
@@ -213,19 +405,12 @@ def process_bag(input_bag: Path, output_bag: Path, *, estimator=None, config=Non
     recorded pace into a LatestFrameWorker, as the node receives them, so frames that arrive
     while one is being processed are dropped (counted) and latency stays bounded.
     """
-    import threading
     from tqdm import tqdm
 
-    from hkmr_ros import messages
-    from hkmr_ros.camera import CameraModel
-    from hkmr_ros.detection import DetectionBuffer
-    from hkmr_ros.images import ImageDecodeError
-    from hkmr_ros.pipeline import Pipeline, PipelineConfig, decode_msg
-    from hkmr_ros.worker import LatestFrameWorker
+    from hkmr_ros.pipeline import Pipeline, PipelineConfig
 
     if realtime is not None and not (np.isfinite(realtime) and 0.01 <= realtime <= 100):
         raise ValueError(f"the realtime rate must be in [0.01, 100], got {realtime}")
-
     reader = bags.BagReader(input_bag)
     try:
         image_topic = choose_topic(reader, image_topic, bags.IMAGE_TYPES, "image", required=True)
@@ -252,166 +437,29 @@ def process_bag(input_bag: Path, output_bag: Path, *, estimator=None, config=Non
                              backend=str(getattr(estimator, "backend_name", "?")), frames_in_bag=total,
                              realtime_rate=realtime)
     summary.warnings += reader.warnings
-    sheet = ContactSheet(total) if contact_sheet is not None else None
-    video_out = VideoOut(Path(video), _stream_fps(reader, image_topic)) if video is not None else None
-    faces = getattr(estimator, "faces", None) if mesh else None
+    run = _BagRun(reader, pipe, summary, faces=getattr(estimator, "faces", None) if mesh else None,
+                  overlay_quality=overlay_quality,
+                  video_out=VideoOut(Path(video), _stream_fps(reader, image_topic)) if video is not None else None,
+                  sheet=ContactSheet(total) if contact_sheet is not None else None,
+                  realtime=realtime, max_frames=max_frames)
     out_info_topic = info_topic or OUT_CAMERA_INFO_TOPIC
-    det_buffer = DetectionBuffer()
-    latest_info: Dict[str, Any] = {}
-    stage_times: Dict[str, List[float]] = {}
-    camera_warned = [False]
-
-    def camera_model() -> Optional[CameraModel]:
-        msg = latest_info.get("msg")
-        if msg is None:
-            return None
-        try:
-            return CameraModel.from_camera_info(msg)
-        except (ValueError, TypeError) as err:
-            if not camera_warned[0]:
-                summary.warnings.append(f"unusable CameraInfo on {info_topic} ({err}); assuming intrinsics")
-                camera_warned[0] = True
-            return None
-
-    lock = threading.Lock()  # the writer and the summary are shared with the worker thread
-    latencies: List[float] = []
-    worker_error: List[BaseException] = []
-    clock: Dict[str, float] = {}
-
-    def handle_image(item, writer: bags.BagWriter) -> None:
-        m, camera, dets, index, due = item
-        t0 = time.perf_counter()
-        try:
-            rgb = decode_msg(m.msg)
-        except (ImageDecodeError, ValueError) as err:
-            with lock:
-                summary.skipped_frames += 1
-                reason = str(err).split(":")[0][:80]
-                summary.skip_reasons[reason] = summary.skip_reasons.get(reason, 0) + 1
-            return
-        decode_ms = 1000.0 * (time.perf_counter() - t0)
-        stamp = bags.stamp_to_ns(m.msg.header.stamp)
-        frame_id = str(m.msg.header.frame_id)
-        result = pipe.process(rgb, stamp, frame_id, camera, dets)
-        result.timings_ms["decode"] = decode_ms
-        t1 = time.perf_counter()
-        types = writer.types
-        people = messages.person_mesh_array(result, types, pipe.body_model)
-        markers = messages.marker_array(result, types, mesh_faces=faces)
-        overlay = messages.overlay_image(rgb, result)
-        overlay_msg = messages.compressed_image(types, overlay, stamp, frame_id, quality=overlay_quality)
-        with lock:
-            writer.write(OUT_PEOPLE_TOPIC, m.log_time_ns, people)
-            writer.write(OUT_MARKERS_TOPIC, m.log_time_ns, markers)
-            writer.write(OUT_OVERLAY_TOPIC, m.log_time_ns, overlay_msg)
-            result.timings_ms["messages"] = 1000.0 * (time.perf_counter() - t1)
-            for k, v in result.timings_ms.items():
-                stage_times.setdefault(k, []).append(float(v))
-            if due is not None:
-                latencies.append(1000.0 * (time.perf_counter() - due))
-            if video_out is not None:
-                video_out.add(overlay)
-            first = latest_info.setdefault("first_stamp", stamp)
-            if sheet is not None:
-                sheet.offer(index, overlay, f"t={(stamp - first) * 1e-9:.2f} s, {len(result.people)} "
-                            f"{'person' if len(result.people) == 1 else 'people'}")
-            summary.frames += 1
-            summary.people += len(result.people)
-
-    def dispatch(m: bags.BagMessage, writer: bags.BagWriter, bar, worker) -> None:
-        """An image whose CameraInfo and detections are in: process it now, or (realtime) hand
-        it to the worker at its recorded time."""
-        index = clock.setdefault("images", 0)
-        clock["images"] = index + 1
-        bar.update(1)
-        stamp = bags.stamp_to_ns(m.msg.header.stamp) if hasattr(m.msg, "header") else 0
-        dets = det_buffer.match(stamp) if det_topic else None
-        camera = camera_model()
-        if worker is None:
-            handle_image((m, camera, dets, index, None), writer)
-            return
-        if worker_error:
-            raise worker_error[0]
-        wall0 = clock.setdefault("wall0", time.perf_counter())
-        log0 = clock.setdefault("log0", float(m.log_time_ns))
-        due = wall0 + (m.log_time_ns - log0) * 1e-9 / realtime
-        delay = due - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
-        worker.submit((m, camera, dets, index, due))
-
-    topics = [t for t in (image_topic, info_topic, det_topic) if t]
     start = time.perf_counter()
-    worker = None
     try:
         with bags.BagWriter(output_bag, storage=storage, overwrite=overwrite) as writer, \
                 tqdm(total=total, desc="processing", unit="frame", disable=not progress) as bar:
             for topic, msgtype in ((OUT_PEOPLE_TOPIC, bags.PERSON_MESH_ARRAY), (OUT_MARKERS_TOPIC, bags.MARKER_ARRAY),
                                    (OUT_OVERLAY_TOPIC, bags.COMPRESSED_IMAGE), (out_info_topic, bags.CAMERA_INFO)):
                 writer.add_topic(topic, msgtype)
-            info = getattr(estimator, "info", None)
-            provenance = {"hkmr.source_bag": Path(input_bag).name, "hkmr.image_topic": image_topic,
-                          "hkmr.backend": summary.backend, "hkmr.boxes": det_topic or detector,
-                          "hkmr.model": Path(str(getattr(info, "onnx_path", "unknown"))).name,
-                          "hkmr.model_sha256": str(getattr(info, "onnx_sha256", "") or "")}
-            for key, value in provenance.items():
+            for key, value in _provenance(input_bag, summary, estimator).items():
                 writer.set_custom_data(key, value)
-            if realtime is not None:
-                worker = LatestFrameWorker(lambda item: handle_image(item, writer),
-                                           on_error=lambda item, exc: worker_error.append(exc))
-            pending: List[bags.BagMessage] = []
-
-            def enough() -> bool:
-                return max_frames is not None and clock.get("images", 0) >= max_frames
-
-            for topic, msgtype, log_ns, data in reader.raw_messages(topics):
-                # an image waits until every message logged at its time (CameraInfo, detections) is in
-                while pending and pending[0].log_time_ns < log_ns and not enough():
-                    dispatch(pending.pop(0), writer, bar, worker)
-                if enough():
-                    break
-                try:
-                    msg = reader.deserialize(topic, msgtype, data)
-                except Exception:
-                    summary.undecodable_messages += 1
-                    reader.skipped[topic] += 1
-                    continue
-                if topic == image_topic:
-                    pending.append(bags.BagMessage(topic, msgtype, log_ns, msg))
-                elif topic == info_topic:
-                    latest_info["msg"] = msg
-                    with lock:
-                        writer.write_raw(out_info_topic, bags.CAMERA_INFO, log_ns, data)
-                elif topic == det_topic:
-                    det_buffer.add(bags.stamp_to_ns(msg.header.stamp), pipe.detections_from_msg(msg))
-            while pending and not enough():
-                dispatch(pending.pop(0), writer, bar, worker)
-            if worker is not None:
-                worker.stop(drain=True, timeout=None)
-                summary.dropped_frames = worker.dropped
-                worker = None
-                if worker_error:
-                    raise worker_error[0]
+            try:
+                run.run(writer, bar, out_info_topic)
+            finally:
+                run.stop_worker(drain=False)  # after a fault: the frame in progress finishes first
     finally:
-        if worker is not None:  # a fault in the main thread: let the frame in progress finish
-            worker.stop(drain=False, timeout=None)
-            summary.dropped_frames = worker.dropped
         summary.seconds = time.perf_counter() - start
         reader.close()
-        if latencies:
-            summary.latency_ms = {"median": float(np.median(latencies)), "p90": float(np.percentile(latencies, 90)),
-                                  "max": float(np.max(latencies))}
-        if video_out is not None:
-            video_out.close()
-            if video_out.failed:
-                summary.warnings.append(f"OpenCV could not open an mp4 writer for {video}; no video written")
-            elif summary.frames:
-                summary.video = Path(video)
-        if sheet is not None and sheet.write(Path(contact_sheet)):
-            summary.contact_sheet = Path(contact_sheet)
-        summary.stage_ms = {k: float(np.median(v)) for k, v in stage_times.items()}
-        summary.detector_runs = int(pipe.stats.get("detector_runs", 0))
-        summary.warnings += [w for w in reader.warnings if w not in summary.warnings]
+        run.finish(video, contact_sheet)
     return summary
 
 
