@@ -117,10 +117,13 @@ class Track:
 
     def predicted_box(self, motion: float) -> np.ndarray:
         """Where the person should be now: the last box moved on by `motion` of its velocity
-        (a hidden track coasts at full velocity for every frame it has been hidden)."""
-        if self.hidden:
-            return self.box + self.velocity * self.hidden
-        return self.box + motion * self.velocity
+        (a hidden track coasts at full velocity for every frame it has been hidden). A box that
+        the extrapolation would turn inside out keeps its size and only moves its centre."""
+        out = self.box + (self.velocity * self.hidden if self.hidden else motion * self.velocity)
+        if out[2] - out[0] >= 1.0 and out[3] - out[1] >= 1.0 and np.all(np.isfinite(out)):
+            return out
+        shift = (out[:2] + out[2:]) / 2.0 - (self.box[:2] + self.box[2:]) / 2.0
+        return self.box + np.tile(np.nan_to_num(shift), 2)
 
     def continuity(self) -> float:
         """IoU of the last box with the one before (1 = no jump)."""
