@@ -327,7 +327,6 @@ class Tracker:
                         t.box = t.prev_box
                     t.velocity = t.prev_velocity
                     t.hidden = 1
-                    self.force_detection = False
             else:
                 kept.append(t)
         if ended:
