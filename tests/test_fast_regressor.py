@@ -104,8 +104,13 @@ def test_cached_pass_matrices_follow_parameter_changes():
         model.root_chain.forward_weights[1].add_(0.2)  # in place, as an optimiser step
         after = model(x)["pose"]
         expected = model.forward_stepwise(x)["pose"]
-    assert (after - before).abs().max() > 1e-3
-    torch.testing.assert_close(after, expected, atol=1e-5, rtol=0)
+        assert (after - before).abs().max() > 1e-3
+        torch.testing.assert_close(after, expected, atol=1e-5, rtol=0)
+        for p in (model.shape_net[0].weight, model.camera_net[0].bias, model.child_chains.phi_weight):
+            p.add_(0.1)  # the cached head and feature-projection matrices follow too
+            out, expected = model(x), model.forward_stepwise(x)
+            for key in ("pose", "betas", "cam"):
+                torch.testing.assert_close(out[key], expected[key], atol=1e-5, rtol=0)
 
 
 def test_final_estimate_is_the_last_outer_iteration():

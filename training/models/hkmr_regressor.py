@@ -27,11 +27,14 @@ by induction every update of a pass is affine in psi: dtheta_i = psi A_i + c_i w
 A_i = W_i^psi + sum_k A_{i-k} W_i^k and c_i = b_i + sum_k c_{i-k} W_i^k (W_i^k the rows of W_i
 that read dtheta_{i-k}). A whole pass, its backward reordering and the padding mask included, is
 one matrix on [psi, 1] (`ChainGroup.collapsed_pass`), so an inner iteration costs two matmuls
-(embedding, pass) whatever the chain length. The matrices are computed from the parameters on
-every call (differentiably, a few tiny matmuls) and in an exported graph they fold into
-constants. In training mode `forward` keeps the joint-by-joint computation (same numbers to the
-last bit as before, so a resumed run continues exactly); in eval mode it uses the collapsed passes
-(equal to float rounding, ~1e-6). `forward_stepwise` and `forward_collapsed` force one or the other.
+(embedding, pass) whatever the chain length. The matrices are computed from the parameters
+(differentiably, a few tiny matmuls; reused while the parameters do not change when autograd is
+off) and in an exported graph they fold into constants. The collapsed path also projects Phi for
+all chains as one 2-D GEMM and computes Phi's part of the shape and camera networks once, not per
+outer iteration. In training mode `forward` keeps the joint-by-joint computation (same numbers to
+the last bit as before, so a resumed run continues exactly); in eval mode it uses the collapsed
+passes (equal to float rounding, ~1e-6). `forward_stepwise` and `forward_collapsed` force one or
+the other.
 """
 from __future__ import annotations
 
@@ -43,6 +46,22 @@ from torch import nn
 
 from training.body.chains import CHAINS, CHILD_CHAIN_NAMES, NUM_JOINTS, chain_indices, padded_child_chains
 from training.models.mean_params import SMALL_GAIN, NUM_BETAS, mean_params, regressor_outputs, rotation_dim
+
+
+def cached_compute(cache: Dict[tuple, object], key: tuple, tensors: Sequence[torch.Tensor], compute):
+    """compute(), reused while none of `tensors` changed, when autograd is off (inference).
+
+    A trace (ONNX export) always computes, so the exporter folds the result from the parameters.
+    """
+    if torch.is_grad_enabled() or torch.jit.is_tracing():
+        return compute()
+    key = key + tuple((t.data_ptr(), t._version, t.device, t.dtype) for t in tensors)
+    cached = cache.get(key)
+    if cached is None:
+        if len(cache) > 32:
+            cache.clear()
+        cached = cache[key] = compute()
+    return cached
 
 
 def small_xavier_(weight: torch.Tensor, fan_in: int, fan_out: int, gain: float = SMALL_GAIN) -> None:
@@ -129,9 +148,18 @@ class ChainGroup(nn.Module):
             unused += passes * sum((n + 1) * self.rot_dim for n in self.in_dims[k:])
         return unused
 
-    def project_features(self, features: torch.Tensor) -> torch.Tensor:
-        """The image-feature term of every E_c: `BxF` -> `CxBxd`."""
-        return torch.matmul(features, self.phi_weight)
+    def project_features(self, features: torch.Tensor, flat: bool = False) -> torch.Tensor:
+        """The image-feature term of every E_c: `BxF` -> `CxBxd`.
+
+        flat: as one `Fx(C*d)` matrix product (one GEMM for all chains, what inference graphs want;
+        a broadcast batched product is several times slower in ONNX Runtime), equal to rounding.
+        """
+        if not flat:
+            return torch.matmul(features, self.phi_weight)
+        chains, feat_dim, embed_dim = self.phi_weight.shape
+        weight = cached_compute(self._pass_cache, ("phi",), [self.phi_weight],
+                                lambda: self.phi_weight.permute(1, 0, 2).reshape(feat_dim, chains * embed_dim))
+        return torch.matmul(features, weight).reshape(-1, chains, embed_dim).transpose(0, 1)
 
     def embed(self, phi_proj: torch.Tensor, context: torch.Tensor, theta: torch.Tensor,
               chains: slice, length: int) -> torch.Tensor:
@@ -174,22 +202,9 @@ class ChainGroup(nn.Module):
         length = self.length if length is None else length
         weights, biases = ((self.backward_weights, self.backward_biases) if backward
                            else (self.forward_weights, self.forward_biases))
-        # Without autograd (inference) the matrices are reused until a parameter changes; a trace
-        # (ONNX export) always computes them, so the exporter folds them from the parameters.
-        cacheable = not torch.is_grad_enabled() and not torch.jit.is_tracing()
-        if cacheable:
-            tensors = [*weights, *biases] + [t for t in (reverse, mask) if t is not None]
-            key = (backward, chains.start, chains.stop, length,
-                   tuple((t.data_ptr(), t._version, t.device, t.dtype) for t in tensors))
-            cached = self._pass_cache.get(key)
-            if cached is not None:
-                return cached
-        result = self._compose_pass(weights, biases, chains, length, reverse, mask, backward)
-        if cacheable:
-            if len(self._pass_cache) > 16:
-                self._pass_cache.clear()
-            self._pass_cache[key] = result
-        return result
+        tensors = [*weights, *biases] + [t for t in (reverse, mask) if t is not None]
+        return cached_compute(self._pass_cache, ("pass", backward, chains.start, chains.stop, length), tensors,
+                              lambda: self._compose_pass(weights, biases, chains, length, reverse, mask, backward))
 
     def _compose_pass(self, weights: nn.ParameterList, biases: nn.ParameterList, chains: slice, length: int,
                       reverse: Optional[torch.Tensor], mask: Optional[torch.Tensor],
@@ -307,6 +322,7 @@ class HKMRRegressor(nn.Module):
             nn.init.zeros_(head.bias)
 
         mean = mean_params(rotation)
+        self._head_cache: Dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         self.register_buffer("mean_pose_state", mean["pose_state"])  # 24xR
         self.register_buffer("mean_betas", mean["betas"])
         self.register_buffer("mean_cam", mean["cam"])
@@ -352,6 +368,28 @@ class HKMRRegressor(nn.Module):
         states, betas, cams = self._iterate(features, batched_chains=True, collapsed=not self.training)
         return {"pose_state": states[-1], "betas": betas[-1], "cam": cams[-1]}
 
+    def _head_feature_terms(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first layers of the shape and camera networks read [Phi, Theta, beta]; Phi's part
+        (with the bias) does not change across outer iterations: both heads' as one GEMM, `BxH` each."""
+        feat_dim = features.shape[-1]
+        first = (self.shape_net[0], self.camera_net[0])
+
+        def compute():
+            return (torch.cat([layer.weight[:, :feat_dim] for layer in first]).t(),
+                    torch.cat([layer.bias for layer in first]))
+
+        weight, bias = cached_compute(self._head_cache, ("heads", feat_dim),
+                                      [t for layer in first for t in (layer.weight, layer.bias)], compute)
+        return tuple(torch.addmm(bias, features, weight).split([layer.out_features for layer in first], dim=-1))
+
+    @staticmethod
+    def _head(net: nn.Sequential, feature_term: torch.Tensor, rest: torch.Tensor) -> torch.Tensor:
+        """net([Phi, rest]) from Phi's precomputed term: Linear, ReLU, Linear."""
+        first, last = net[0], net[2]
+        feat_dim = first.in_features - rest.shape[-1]
+        hidden = torch.relu(feature_term + torch.matmul(rest, first.weight[:, feat_dim:].t()))
+        return last(hidden)
+
     def _regress(self, features: torch.Tensor, batched_chains: bool, collapsed: bool) -> Dict[str, torch.Tensor]:
         return regressor_outputs(*self._iterate(features, batched_chains, collapsed), self.rotation)
 
@@ -360,8 +398,9 @@ class HKMRRegressor(nn.Module):
         """Per outer iteration: pose states Bx24xR, betas Bx10, cameras Bx3."""
         batch = features.shape[0]
         rot_dim = self.rot_dim
-        phi_root = self.root_chain.project_features(features)  # 1xBxd
-        phi_child = self.child_chains.project_features(features)  # 5xBxd
+        phi_root = self.root_chain.project_features(features, flat=collapsed)  # 1xBxd
+        phi_child = self.child_chains.project_features(features, flat=collapsed)  # 5xBxd
+        head_terms = self._head_feature_terms(features) if collapsed else None
         theta_root = self.mean_pose_state[self.root_joints].expand(1, batch, -1, -1)
         if batched_chains:
             theta_child = (self.mean_pose_state[self.child_joints] * self.child_joint_mask[..., None])
@@ -391,8 +430,12 @@ class HKMRRegressor(nn.Module):
                 ordered = torch.cat([theta_root[0]] + [theta[0] for theta in theta_chains], dim=1)
                 pose_state = ordered.index_select(1, self.joint_to_chain_position)
             pose_flat = pose_state.reshape(batch, NUM_JOINTS * rot_dim)
-            betas = betas + self.shape_net(torch.cat([features, pose_flat, betas], dim=-1))
-            cam = self.mean_cam + self.camera_net(torch.cat([features, pose_flat, betas], dim=-1))
+            if head_terms is None:
+                betas = betas + self.shape_net(torch.cat([features, pose_flat, betas], dim=-1))
+                cam = self.mean_cam + self.camera_net(torch.cat([features, pose_flat, betas], dim=-1))
+            else:
+                betas = betas + self._head(self.shape_net, head_terms[0], torch.cat([pose_flat, betas], dim=-1))
+                cam = self.mean_cam + self._head(self.camera_net, head_terms[1], torch.cat([pose_flat, betas], dim=-1))
             pose_states.append(pose_state)
             all_betas.append(betas)
             cams.append(cam)
