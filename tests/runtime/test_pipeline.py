@@ -293,3 +293,16 @@ def test_hog_detector_on_the_sample_bag(sample_frames):
         if dets and gts:
             hits += int((box_iou(np.array(gts), np.array([d.box for d in dets])).max(1) >= 0.5).sum())
     assert hits >= 0.2 * total, (hits, total)
+
+
+def test_camera_info_of_another_resolution_is_scaled():
+    """CameraInfo of the full sensor with a binned image: intrinsics scale with the image."""
+    img = draw_people([((320, 240), 260, 0)])
+    box = [Detection(gt_box((320, 240), 260), 0.9)]
+    full = CameraModel(1200.0, 1200.0, 640.0, 480.0, 1280, 960)
+    half = CameraModel(600.0, 600.0, 320.0, 240.0, 640, 480)
+    a = Pipeline(FakeEstimator(), PipelineConfig(detector="none")).process(img, 0, "c", camera=full, detections=box)
+    b = Pipeline(FakeEstimator(), PipelineConfig(detector="none")).process(img, 0, "c", camera=half, detections=box)
+    np.testing.assert_allclose(a.people[0].translation, b.people[0].translation, rtol=1e-9)
+    c = Pipeline(FakeEstimator(), PipelineConfig(detector="none")).process(img, 0, "c", camera=None, detections=box)
+    assert c.people[0].translation[2] == pytest.approx(b.people[0].translation[2] * 800.0 / 600.0)
