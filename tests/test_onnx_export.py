@@ -363,3 +363,28 @@ def test_gpu_check_skips_every_missing_piece(hkmr_export, tmp_path, capsys):
     assert report["paths"][0]["status"] == "ok" and report["paths"][0]["gpu"] is False
     assert [r["status"] for r in report["paths"][1:]] == ["SKIP"] * 4
     assert all(r["reason"] for r in report["paths"][1:])
+
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = {"hkmr_default.onnx": False, "hkmr_default_mesh.onnx": True}
+
+
+@pytest.mark.parametrize("name", list(SHIPPED))
+def test_shipped_graph_is_the_default_weights_exported(name):
+    """The shipped ONNX comes from the current default weights (else: re-run `python -m engine_build`)."""
+    onnx_path = REPO / "hkmr_ros" / "data" / name
+    meta = json.loads(onnx_path.with_suffix(".json").read_text())
+    checkpoint = REPO / meta["model"]["checkpoint"]
+    regenerate = "regenerate with `python -m engine_build` (see docs/engines.md)"
+    assert meta["model"]["checkpoint_sha256"] == onnx_export.file_sha256(checkpoint), regenerate
+    assert meta["onnx_sha256"] == onnx_export.file_sha256(onnx_path), regenerate
+    assert meta["format"] == "hkmr-onnx/2" and meta["validation"]["passed"]
+    assert ("faces_file" in meta["body_model"]) == SHIPPED[name]
+    assert not set(op_types(onnx_path)) & set(CONTROL_FLOW_OPS)
+    method = load_method(checkpoint, "default", torch.device("cpu"))
+    image = random_images(3, method.image_size, seed=77)
+    actual = onnx_outputs(onnx_path, image)
+    expected = reference_outputs(method, load_body_model(), image, vertices=SHIPPED[name])
+    assert set(actual) == set(expected)
+    np.testing.assert_allclose(actual["joints"], expected["joints"], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(actual["rotmat"], expected["rotmat"], atol=1e-3, rtol=0)
