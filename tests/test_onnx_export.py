@@ -388,3 +388,24 @@ def test_shipped_graph_is_the_default_weights_exported(name):
     assert set(actual) == set(expected)
     np.testing.assert_allclose(actual["joints"], expected["joints"], atol=1e-4, rtol=0)
     np.testing.assert_allclose(actual["rotmat"], expected["rotmat"], atol=1e-3, rtol=0)
+
+
+def test_runtime_estimator_on_uint8_crops_equals_training_prediction():
+    """The sidecar's input rules, as the torch-free runtime applies them, are training's: uint8 crops
+    through hkmr_ros.inference and through training.evaluate.predict give the same joints."""
+    from hkmr_ros.inference import load_estimator
+    from training.datasets.augment import normalise_batch
+    from training.evaluate import predict
+
+    onnx_path = REPO / "hkmr_ros" / "data" / "hkmr_default.onnx"
+    meta = json.loads(onnx_path.with_suffix(".json").read_text())
+    rng = np.random.default_rng(0)
+    crops = rng.integers(0, 256, size=(3, 224, 224, 3), dtype=np.uint8)
+    crops[:, 60:180, 80:150] = rng.integers(0, 80, size=3, dtype=np.uint8)  # a dark "person" block
+    got = load_estimator(onnx_path, backend="onnxruntime", threads=1).estimate_arrays(crops)
+    method = load_method(REPO / meta["model"]["checkpoint"], "default", torch.device("cpu"))
+    images = normalise_batch(torch.from_numpy(crops).permute(0, 3, 1, 2), meta["input"]["mean"], meta["input"]["std"])
+    ref = predict(method, images)
+    joints = load_body_model()(ref["rotmat"], ref["betas"]).joints.numpy()
+    np.testing.assert_allclose(got["joints"], joints, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(got["cam"], ref["cam"].numpy(), atol=1e-4, rtol=0)
