@@ -19,7 +19,7 @@ def test_package_xml_is_format_3_ament_cmake_with_real_dependencies():
     assert root.find("export/build_type").text == "ament_cmake"
     deps = {e.text for e in root if e.tag.endswith("depend")}
     for needed in ["rclpy", "lifecycle_msgs", "sensor_msgs", "visualization_msgs", "geometry_msgs",
-                   "std_msgs", "vision_msgs", "diagnostic_msgs", "tf2_ros", "cv_bridge",
+                   "std_msgs", "vision_msgs", "diagnostic_msgs", "tf2_msgs", "launch_ros",
                    "rosidl_default_generators", "rosidl_default_runtime"]:
         assert needed in deps, needed
     groups = [e.text for e in root.findall("member_of_group")]
