@@ -200,6 +200,8 @@ class HkmrNode(LifecycleNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         v = self.values
         ret = super().on_activate(state)   # enables the lifecycle publishers
+        self.worker = LatestFrameWorker(self._process, name="hkmr-worker")
+        self._active = True
         qos = sensor_qos(int(v["input_queue_depth"]))
         topic = v["image_topic"] + ("/compressed" if v["compressed"] else "")
         msg_type = CompressedImage if v["compressed"] else Image
@@ -213,9 +215,7 @@ class HkmrNode(LifecycleNode):
                 self.detections = DetectionBuffer(capacity=64,
                                                   tolerance_ns=int(v["detection_tolerance"] * 1e9))
             self._subs.append(self.create_subscription(Detection2DArray, v["detections_topic"],
-                                                       self._on_detections, reliable_qos(10)))
-        self.worker = LatestFrameWorker(self._process, name="hkmr-worker")
-        self._active = True
+                                                       self._on_detections, sensor_qos(10)))
         self.get_logger().info(f"active: {msg_type.__name__} on {self.resolve_topic_name(topic)}")
         return ret
 
@@ -393,7 +393,7 @@ class HkmrNode(LifecycleNode):
             self._send("tf", self._tf_message(result), "tf2_msgs/msg/TFMessage")
 
     def _send(self, key: str, msg, msgtype: str) -> None:
-        self._pubs[key].publish(self.store.serialize_cdr(msg, msgtype))
+        self._pubs[key].publish(bytes(self.store.serialize_cdr(msg, msgtype)))
 
     def _tf_message(self, result):
         """One transform per tracked person: image frame -> <tf_prefix><id> at the pelvis,
@@ -460,7 +460,7 @@ class HkmrNode(LifecycleNode):
             values=[t["diagnostic_msgs/msg/KeyValue"](key=k, value=str(val)) for k, val in kv.items()])
         stamp_ns = self.get_clock().now().nanoseconds
         arr = t["diagnostic_msgs/msg/DiagnosticArray"](header=messages.header(t, stamp_ns, ""), status=[status])
-        pub.publish(self.store.serialize_cdr(arr, "diagnostic_msgs/msg/DiagnosticArray"))
+        pub.publish(bytes(self.store.serialize_cdr(arr, "diagnostic_msgs/msg/DiagnosticArray")))
 
 
 def _fmt(v: Optional[float]) -> str:

@@ -33,18 +33,20 @@ def require_built_package() -> None:
                 "`colcon build --packages-select hkmr_ros` and source its install/setup.bash")
 
 
-def sample_frames(limit: int = 40):
-    """(topic, type, log time ns, CDR bytes) of the sample bag's images, CameraInfo and detections."""
+def sample_frames(limit: int = 40, start: int = 0):
+    """(topic, type, log time ns, CDR bytes) of the sample bag's images, CameraInfo and detections,
+    for `limit` images from image number `start` (people walk in over the first ~3 s)."""
     from hkmr_ros.bags import BagReader
     if not SAMPLE_BAG.exists():
         pytest.skip(f"sample bag not found: {SAMPLE_BAG}")
     out = []
     with BagReader(SAMPLE_BAG) as reader:
-        images = 0
+        times = sorted(t for _, mt, t, _ in reader.raw_messages(["/camera/image_raw/compressed"]))
+        if len(times) <= start:
+            pytest.skip(f"sample bag has only {len(times)} images")
+        first, last = times[start], times[min(start + limit, len(times)) - 1]
         for topic, msgtype, t_ns, data in reader.raw_messages(
                 ["/camera/image_raw/compressed", "/camera/camera_info", "/detections"]):
-            out.append((topic, msgtype, t_ns, data))
-            images += msgtype.endswith("CompressedImage")
-            if images >= limit:
-                break
+            if first <= t_ns <= last:
+                out.append((topic, msgtype, t_ns, data))
     return out
