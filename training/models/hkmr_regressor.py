@@ -230,29 +230,38 @@ class ChainGroup(nn.Module):
             mat, offset = mat * mask, offset * mask
         return mat.flatten(2), offset.flatten(2)
 
-    def _refine_collapsed(self, phi_proj: torch.Tensor, context: torch.Tensor, theta: torch.Tensor,
-                          inner_iters: int, chains: slice, length: int, reverse: torch.Tensor,
-                          mask: Optional[torch.Tensor]) -> torch.Tensor:
-        """As `_refine` with collapsed passes; the context part of psi is computed once."""
-        context_dim = context.shape[-1]
+    def collapsed_plan(self, inner_iters: int, context_dim: int, chains: slice = slice(None),
+                       length: Optional[int] = None, reverse: Optional[torch.Tensor] = None,
+                       mask: Optional[torch.Tensor] = None) -> tuple:
+        """What the collapsed inner iterations need, computed once per forward: the embedding's
+        context rows `CxMxd` and theta rows `Cx(K*R)xd`, and per inner iteration its pass (A, c)."""
+        length = self.length if length is None else length
         weight = self.state_weight[chains, : context_dim + length * self.rot_dim]
-        base = torch.baddbmm(phi_proj + self.embed_bias[chains], context, weight[:, :context_dim])
-        theta_weight = weight[:, context_dim:]
         passes = {False: self.collapsed_pass(False, chains, length, reverse, mask)}
         if self.backward_pass and inner_iters > 1:
             passes[True] = self.collapsed_pass(True, chains, length, reverse, mask)
+        steps = [passes[self.backward_pass and k % 2 == 1] for k in range(inner_iters)]
+        return weight[:, :context_dim], weight[:, context_dim:], steps
+
+    def _refine_collapsed(self, phi_proj: torch.Tensor, context: torch.Tensor, theta: torch.Tensor,
+                          chains: slice, plan: tuple) -> torch.Tensor:
+        """As `_refine` with collapsed passes (`plan` from `collapsed_plan`); the context part of psi
+        is computed once."""
+        context_weight, theta_weight, steps = plan
+        base = torch.baddbmm(phi_proj + self.embed_bias[chains], context, context_weight)
         flat = theta.flatten(2)  # CxBx(K*R)
-        for step in range(inner_iters):
-            mat, offset = passes[self.backward_pass and step % 2 == 1]
+        for mat, offset in steps:
             psi = torch.relu(torch.baddbmm(base, flat, theta_weight))
             flat = flat + torch.baddbmm(offset, psi, mat)
         return flat.reshape(theta.shape)
 
     def _refine(self, phi_proj: torch.Tensor, context: torch.Tensor, theta: torch.Tensor,
                 inner_iters: int, chains: slice, length: int, reverse: torch.Tensor,
-                mask: Optional[torch.Tensor], collapsed: bool = False) -> torch.Tensor:
+                mask: Optional[torch.Tensor], collapsed: bool = False, plan: Optional[tuple] = None) -> torch.Tensor:
         if collapsed:
-            return self._refine_collapsed(phi_proj, context, theta, inner_iters, chains, length, reverse, mask)
+            if plan is None:
+                plan = self.collapsed_plan(inner_iters, context.shape[-1], chains, length, reverse, mask)
+            return self._refine_collapsed(phi_proj, context, theta, chains, plan)
         for step in range(inner_iters):
             backward = self.backward_pass and step % 2 == 1
             psi = self.embed(phi_proj, context, theta, chains, length)
@@ -263,10 +272,18 @@ class ChainGroup(nn.Module):
         return theta
 
     def refine(self, phi_proj: torch.Tensor, context: torch.Tensor, theta: torch.Tensor,
-               inner_iters: int, collapsed: bool = False) -> torch.Tensor:
-        """The inner iterations of all chains at once: theta `CxBxKxR` (padded) -> refined."""
+               inner_iters: int, collapsed: bool = False, plan: Optional[tuple] = None) -> torch.Tensor:
+        """The inner iterations of all chains at once: theta `CxBxKxR` (padded) -> refined.
+
+        plan: `group_plan(...)`, to share one set of collapsed matrices between outer iterations.
+        """
         return self._refine(phi_proj, context, theta, inner_iters, slice(None), self.length,
-                            self.reverse, self.mask if self.padded else None, collapsed)
+                            self.reverse, self.mask if self.padded else None, collapsed, plan)
+
+    def group_plan(self, inner_iters: int) -> tuple:
+        """`collapsed_plan` of the whole (padded) group."""
+        return self.collapsed_plan(inner_iters, self.context_dim, reverse=self.reverse,
+                                   mask=self.mask if self.padded else None)
 
     def refine_chain(self, chain: int, phi_proj: torch.Tensor, context: torch.Tensor,
                      theta: torch.Tensor, inner_iters: int, collapsed: bool = False) -> torch.Tensor:
@@ -368,9 +385,10 @@ class HKMRRegressor(nn.Module):
         states, betas, cams = self._iterate(features, batched_chains=True, collapsed=not self.training)
         return {"pose_state": states[-1], "betas": betas[-1], "cam": cams[-1]}
 
-    def _head_feature_terms(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _head_feature_terms(self, features: torch.Tensor) -> tuple:
         """The first layers of the shape and camera networks read [Phi, Theta, beta]; Phi's part
-        (with the bias) does not change across outer iterations: both heads' as one GEMM, `BxH` each."""
+        (with the bias) does not change across outer iterations: both heads' as one GEMM. Per head
+        (Phi's term `BxH`, the layer's other rows transposed `(24R+10)xH`)."""
         feat_dim = features.shape[-1]
         first = (self.shape_net[0], self.camera_net[0])
 
@@ -380,15 +398,14 @@ class HKMRRegressor(nn.Module):
 
         weight, bias = cached_compute(self._head_cache, ("heads", feat_dim),
                                       [t for layer in first for t in (layer.weight, layer.bias)], compute)
-        return tuple(torch.addmm(bias, features, weight).split([layer.out_features for layer in first], dim=-1))
+        terms = torch.addmm(bias, features, weight).split([layer.out_features for layer in first], dim=-1)
+        return tuple((term, layer.weight[:, feat_dim:].t()) for term, layer in zip(terms, first))
 
     @staticmethod
-    def _head(net: nn.Sequential, feature_term: torch.Tensor, rest: torch.Tensor) -> torch.Tensor:
-        """net([Phi, rest]) from Phi's precomputed term: Linear, ReLU, Linear."""
-        first, last = net[0], net[2]
-        feat_dim = first.in_features - rest.shape[-1]
-        hidden = torch.relu(feature_term + torch.matmul(rest, first.weight[:, feat_dim:].t()))
-        return last(hidden)
+    def _head(net: nn.Sequential, head_term: tuple, rest: torch.Tensor) -> torch.Tensor:
+        """net([Phi, rest]) from Phi's precomputed term and the first layer's other rows: Linear, ReLU, Linear."""
+        feature_term, rest_weight = head_term
+        return net[2](torch.relu(feature_term + torch.matmul(rest, rest_weight)))
 
     def _regress(self, features: torch.Tensor, batched_chains: bool, collapsed: bool) -> Dict[str, torch.Tensor]:
         return regressor_outputs(*self._iterate(features, batched_chains, collapsed), self.rotation)
@@ -401,6 +418,9 @@ class HKMRRegressor(nn.Module):
         phi_root = self.root_chain.project_features(features, flat=collapsed)  # 1xBxd
         phi_child = self.child_chains.project_features(features, flat=collapsed)  # 5xBxd
         head_terms = self._head_feature_terms(features) if collapsed else None
+        # collapsed: one set of matrices for all outer iterations (one copy in an exported graph)
+        root_plan = self.root_chain.group_plan(self.inner_iters) if collapsed and batched_chains else None
+        child_plan = self.child_chains.group_plan(self.inner_iters) if collapsed and batched_chains else None
         theta_root = self.mean_pose_state[self.root_joints].expand(1, batch, -1, -1)
         if batched_chains:
             theta_child = (self.mean_pose_state[self.child_joints] * self.child_joint_mask[..., None])
@@ -414,12 +434,12 @@ class HKMRRegressor(nn.Module):
         cams: List[torch.Tensor] = []
         for _ in range(self.outer_iters):
             theta_root = self.root_chain.refine(phi_root, betas.unsqueeze(0), theta_root, self.inner_iters,
-                                                collapsed)
+                                                collapsed, root_plan)
             context = torch.cat([betas, theta_root[0].flatten(1)], dim=-1)  # Bx(10+4R)
             if batched_chains:
                 theta_child = self.child_chains.refine(
                     phi_child, context.expand(theta_child.shape[0], -1, -1), theta_child, self.inner_iters,
-                    collapsed)
+                    collapsed, child_plan)
                 slots = torch.cat([theta_root[0], theta_child.transpose(0, 1).flatten(1, 2)], dim=1)
                 pose_state = slots.index_select(1, self.joint_to_slot)  # Bx24xR
             else:
