@@ -1,10 +1,11 @@
-"""The embedded person detector on the sample bag: recall, false positives and time per frame.
+"""The embedded person detectors on the sample bag: recall, false positives and time per frame.
 
     OMP_NUM_THREADS=1 python benchmarks/detector.py --downscales 1 1.5 2 3
 
 Every frame of the sample bag (640x480, 1 to 6 rendered people walking and passing each other)
 goes through hkmr_ros.detection.HogDetector (OpenCV's HOG people detector, boxes shrunk to the
-person) at each downscale factor. A true person counts as found when a detection overlaps its
+person) at each downscale factor, and through BlazePoseDetector (MediaPipe's BlazePose person
+detector on ONNX Runtime, one thread) in one letterboxed pass and in two square tiles. A true person counts as found when a detection overlaps its
 ground-truth box with IoU >= --iou; a detection that overlaps no true box that well is a false
 positive. Time: wall and process CPU per frame (median, p90 wall). Detector alone, no tracking:
 in the pipeline it runs only every N frames or when a track is lost.
@@ -24,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hkmr_ros.bags import BagReader  # noqa: E402
-from hkmr_ros.detection import HogConfig, HogDetector, box_iou  # noqa: E402
+from hkmr_ros.detection import (BlazePoseConfig, BlazePoseDetector, HogConfig, HogDetector,  # noqa: E402
+                                box_iou)
 from hkmr_ros.pipeline import decode_msg  # noqa: E402
 
 SAMPLE_BAG = ROOT / "hkmr_ros" / "data" / "sample" / "people"
@@ -43,6 +45,7 @@ def main(argv=None) -> int:
     ap.add_argument("--gt-topic", default="/ground_truth/people")
     ap.add_argument("--downscales", type=float, nargs="+", default=[1.0, 1.5, 2.0, 3.0])
     ap.add_argument("--iou", type=float, default=0.5)
+    ap.add_argument("--no-blazepose", action="store_true")
     args = ap.parse_args(argv)
     import cv2
 
@@ -64,10 +67,15 @@ def main(argv=None) -> int:
         cpu = platform.processor()
     print(f"Machine: {cpu}; OpenCV {cv2.__version__}; {len(stamps)} frames, {people} people; "
           f"found = IoU >= {args.iou}\n")
-    print("| downscale | smallest window height (px) | recall | false positives / frame | median ms | p90 ms | CPU ms (median) |")
+    print("| detector | smallest window height (px) | recall | false positives / frame | median ms | p90 ms | CPU ms (median) |")
     print("|---|---|---|---|---|---|---|")
-    for ds in args.downscales:
-        det = HogDetector(HogConfig(downscale=ds))
+    rows = [(f"HOG, downscale {ds:g}", f"{128 * ds:.0f}", lambda ds=ds: HogDetector(HogConfig(downscale=ds)))
+            for ds in args.downscales]
+    if not args.no_blazepose:
+        rows += [("BlazePose, one pass", "-", lambda: BlazePoseDetector(BlazePoseConfig(tiles=False))),
+                 ("BlazePose, two tiles", "-", lambda: BlazePoseDetector(BlazePoseConfig(tiles=True)))]
+    for label, window, make in rows:
+        det = make()
         found = fp = 0
         walls, cpus = [], []
         for s in stamps:
@@ -82,7 +90,7 @@ def main(argv=None) -> int:
                 fp += int((iou.max(0) < args.iou).sum())
             else:
                 fp += len(dets)
-        print(f"| {ds:g} | {128 * ds:.0f} | {found}/{people} = {found / max(people, 1):.2f} | "
+        print(f"| {label} | {window} | {found}/{people} = {found / max(people, 1):.2f} | "
               f"{fp / len(stamps):.2f} | {statistics.median(walls):.1f} | {np.percentile(walls, 90):.1f} | "
               f"{statistics.median(cpus):.1f} |", flush=True)
     return 0

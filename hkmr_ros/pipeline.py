@@ -21,14 +21,14 @@ import numpy as np
 from hkmr_ros import crops as crop_rules
 from hkmr_ros import geometry
 from hkmr_ros.camera import CameraModel
-from hkmr_ros.detection import (DEFAULT_CLASSES, HogConfig, clean_detections, detections_from_msg,
-                                make_detector)
+from hkmr_ros.detection import (DEFAULT_CLASSES, BlazePoseConfig, HogConfig, clean_detections,
+                                detections_from_msg, make_detector)
 from hkmr_ros.images import ImageDecodeError, decode_compressed, decode_image
 from hkmr_ros.people import Detection, FrameResult, Person
 from hkmr_ros.smoothing import SmoothingConfig
 from hkmr_ros.tracking import Tracker, TrackingConfig, joints_box
 
-DETECTORS = ("hog", "fixed", "whole_image", "none")
+DETECTORS = ("hog", "blazepose", "fixed", "whole_image", "none")
 STAGES = ("detect", "crop", "infer", "track", "smooth")
 
 
@@ -36,8 +36,8 @@ STAGES = ("detect", "crop", "infer", "track", "smooth")
 class PipelineConfig:
     """Everything the pipeline can be told. `validate()` rejects absurd values with a clear error.
 
-    detector: 'hog' (embedded), 'fixed' (fixed_box), 'whole_image', or 'none' (upstream
-    detections only, tracking in between). box_rescale: detection box -> square crop padding
+    detector: 'hog' or 'blazepose' (embedded), 'fixed' (fixed_box), 'whole_image', or 'none'
+    (upstream detections only, tracking in between). box_rescale: detection box -> square crop padding
     (training's 1.2). confidence_margin: a joint this far inside the crop/image edge (in
     half-crop units) gets confidence 1, one this far outside gets 0.
     """
@@ -45,6 +45,7 @@ class PipelineConfig:
     detector: str = "hog"
     fixed_box: Optional[Sequence[float]] = None
     hog: HogConfig = field(default_factory=HogConfig)
+    blazepose: BlazePoseConfig = field(default_factory=BlazePoseConfig)
     detection_classes: Sequence[str] = DEFAULT_CLASSES
     min_detection_score: float = 0.0
     max_people: int = 6
@@ -68,6 +69,7 @@ class PipelineConfig:
         if not (math.isfinite(self.confidence_margin) and 0.0 < self.confidence_margin <= 1.0):
             raise ValueError(f"confidence_margin must be in (0, 1], got {self.confidence_margin!r}")
         self.hog.validate()
+        self.blazepose.validate()
         self.tracking.validate()
         self.smoothing.validate()
         return self
@@ -123,7 +125,7 @@ class Pipeline:
         self.config = (config or PipelineConfig()).validate()
         self.estimator = estimator
         c = self.config
-        self.detector = detector if detector is not None else make_detector(c.detector, c.fixed_box, c.hog)
+        self.detector = detector if detector is not None else make_detector(c.detector, c.fixed_box, c.hog, c.blazepose)
         self.tracker = Tracker(c.tracking, c.smoothing, c.max_people)
         self.body_model = str(getattr(estimator, "body_model_name", "smpl"))
         self.stats: Dict[str, object] = {"frames": 0, "skipped_frames": 0, "detector_runs": 0,

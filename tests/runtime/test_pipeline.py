@@ -326,3 +326,33 @@ def test_smoothing_lag_on_a_walking_person_is_bounded():
     smooth = run(SmoothingConfig())
     lag_px = np.abs(raw[15:] - smooth[15:]).max()
     assert lag_px < 1.5 * 8
+
+
+def test_blazepose_detector_on_the_sample_bag(sample_frames):
+    from hkmr_ros.detection import DEFAULT_BLAZEPOSE_MODEL, BlazePoseConfig, BlazePoseDetector, _ssd_anchors
+    from hkmr_ros.pipeline import decode_msg
+    if not DEFAULT_BLAZEPOSE_MODEL.is_file():
+        pytest.skip(f"BlazePose model missing: {DEFAULT_BLAZEPOSE_MODEL}")
+    anchors = _ssd_anchors()
+    assert anchors.shape == (2254, 2) and anchors.min() > 0 and anchors.max() < 1
+    det = BlazePoseDetector()
+    hits = total = 0
+    for frame in sample_frames[:60:6]:
+        img = decode_msg(frame["/camera/image_raw/compressed"])
+        dets = det(img)
+        for d in dets:
+            assert d.is_valid() and 0.5 <= d.score <= 1.0
+        gts = [b for _, b in _gt_boxes(frame["/ground_truth/people"])]
+        total += len(gts)
+        if dets and gts:
+            hits += int((box_iou(np.array(gts), np.array([d.box for d in dets])).max(1) >= 0.5).sum())
+    assert hits >= 0.3 * total, (hits, total)
+    assert det(np.zeros((48, 64, 3), np.uint8)) == []            # nobody in a black frame
+    with pytest.raises(FileNotFoundError, match="nowhere.onnx"):
+        BlazePoseDetector(BlazePoseConfig(model="/nowhere.onnx"))
+    with pytest.raises(ValueError, match="blazepose.min_score"):
+        PipelineConfig(detector="blazepose", blazepose=BlazePoseConfig(min_score=1.5)).validate()
+    # in the pipeline, as the embedded detector
+    pipe = Pipeline(FakeEstimator(), PipelineConfig(detector="blazepose"))
+    r = pipe.process(decode_msg(sample_frames[0]["/camera/image_raw/compressed"]), 0, "cam")
+    assert r.detector_ran and pipe.stats["detector_runs"] == 1
