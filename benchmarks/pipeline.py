@@ -81,7 +81,7 @@ def ping_pong(seq: Sequence, n: int) -> List:
 
 def run_scenario(estimator, frames: List[dict], detector: str, tracking: bool, types, warmup: int,
                  body_model: str, mesh_faces=None) -> dict:
-    cfg = PipelineConfig(detector="hog" if detector == "hog" else "none", max_people=6,
+    cfg = PipelineConfig(detector=detector if detector in ("hog", "blazepose") else "none", max_people=6,
                          tracking=TrackingConfig(enabled=tracking))
     pipe = Pipeline(estimator, cfg)
     walls, cpus, people, ran = [], [], [], []
@@ -152,7 +152,7 @@ def main(argv=None) -> int:
     ap.add_argument("--backend", default="onnxruntime")
     ap.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
     ap.add_argument("--people", type=int, nargs="+", default=[1, 3, 6])
-    ap.add_argument("--detectors", nargs="+", default=["hog", "upstream"], choices=["hog", "upstream"])
+    ap.add_argument("--detectors", nargs="+", default=["hog", "upstream"], choices=["hog", "blazepose", "upstream"])
     ap.add_argument("--no-tracking-row", action="store_true", help="skip the HOG-every-frame row")
     ap.add_argument("--frames", type=int, default=150)
     ap.add_argument("--warmup", type=int, default=10)
@@ -200,9 +200,7 @@ def main(argv=None) -> int:
               f"model input {estimator.image_size} px; {args.frames - args.warmup} timed frames per row "
               f"(640x480 JPEG) after {args.warmup} untimed.\n\n"
               f"Command: `OMP_NUM_THREADS={__import__('os').environ.get('OMP_NUM_THREADS', '?')} "
-              f"python benchmarks/pipeline.py --threads {args.threads}"
-              + (f" --frames {args.frames}" if args.frames != 150 else "")
-              + (" --mesh" if args.mesh else "") + "`")
+              f"python benchmarks/pipeline.py {' '.join(sys.argv[1:] if argv is None else argv)}`")
     text = table(rows, header)
     print(text)
     if args.out:
