@@ -416,8 +416,8 @@ def process_bag(input_bag: Path, output_bag: Path, *, estimator=None, config=Non
         image_topic = choose_topic(reader, image_topic, bags.IMAGE_TYPES, "image", required=True)
         info_topic = choose_topic(reader, camera_info_topic, (bags.CAMERA_INFO,), "CameraInfo", required=False)
         det_topic = choose_topic(reader, detections_topic, (bags.DETECTION_ARRAY,), "detections", required=False)
-        if detector == "auto":
-            detector = "none" if det_topic else "hog"
+        if detector == "auto":  # upstream boxes when the bag has them, else the pipeline's default
+            detector = "none" if det_topic else PipelineConfig().detector
         if config is None:
             config = PipelineConfig(detector=detector)
         else:
@@ -584,8 +584,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detections-topic", default="auto",
                    help="vision_msgs/Detection2DArray topic of an upstream detector, matched by stamp; "
                         "'auto' (default) = the bag's only one, 'none' = use the embedded detector")
-    p.add_argument("--detector", choices=("auto", "hog", "fixed", "whole_image", "none"), default="auto",
-                   help="embedded detector; 'auto' = none with upstream detections, else hog")
+    from hkmr_ros.pipeline import DETECTORS, PipelineConfig
+    p.add_argument("--detector", choices=("auto",) + tuple(DETECTORS), default="auto",
+                   help=f"embedded detector; 'auto' = none with upstream detections, else the pipeline's "
+                        f"default ({PipelineConfig().detector})")
     p.add_argument("--fixed-box", type=float, nargs=4, metavar=("X0", "Y0", "X1", "Y1"),
                    help="the box for --detector fixed (pixels)")
     p.add_argument("--max-people", type=int, default=6)
