@@ -250,6 +250,12 @@ class ChainGroup(nn.Module):
         context_weight, theta_weight, steps = plan
         base = torch.baddbmm(phi_proj + self.embed_bias[chains], context, context_weight)
         flat = theta.flatten(2)  # CxBx(K*R)
+        if flat.shape[0] == 1:  # one chain (the root): 2-D products, i.e. Gemm (+ ReLU) in a graph
+            base, flat, theta_weight = base[0], flat[0], theta_weight[0]
+            for mat, offset in steps:
+                psi = torch.relu(torch.addmm(base, flat, theta_weight))
+                flat = flat + torch.addmm(offset[0], psi, mat[0])
+            return flat.reshape(theta.shape)
         for mat, offset in steps:
             psi = torch.relu(torch.baddbmm(base, flat, theta_weight))
             flat = flat + torch.baddbmm(offset, psi, mat)
