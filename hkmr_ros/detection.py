@@ -258,10 +258,12 @@ DEFAULT_BLAZEPOSE_MODEL = Path(__file__).resolve().parent / "data" / "blazepose_
 class BlazePoseConfig:
     """MediaPipe's BlazePose person detector, run by ONNX Runtime.
 
+    model: the ONNX file (default: hkmr_ros/data/blazepose_detector.onnx).
     tiles: a landscape (portrait) image is searched as two overlapping squares, left and right
     (top and bottom), so people appear 1.33x larger at 4:3 than in one letterboxed pass, for
     twice the cost. min_score: least sigmoid score; nms_iou: overlap of the detector's face
     boxes above which the weaker one is dropped.
+    threads: ONNX Runtime intra-op threads for the detector.
     """
 
     model: Optional[str] = None
