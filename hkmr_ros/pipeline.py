@@ -12,6 +12,7 @@ match it to its track, and smooth it. The node and the bag tools share this clas
 from __future__ import annotations
 
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
@@ -118,7 +119,8 @@ def joint_confidence(joints_2d: np.ndarray, crop: np.ndarray, width: int, height
 
 
 class Pipeline:
-    """Stateful (tracks, filters) per camera stream; not thread-safe: one caller at a time."""
+    """Stateful (tracks, filters) per camera stream. `process` and `reset` hold one lock, so a
+    reset from another thread (a ROS callback) waits for the frame in progress."""
 
     def __init__(self, estimator, config: Optional[PipelineConfig] = None,
                  detector: Optional[Callable[[np.ndarray], List[Detection]]] = None):
@@ -128,6 +130,7 @@ class Pipeline:
         self.detector = detector if detector is not None else make_detector(c.detector, c.fixed_box, c.hog, c.blazepose)
         self.tracker = Tracker(c.tracking, c.smoothing, c.max_people)
         self.body_model = str(getattr(estimator, "body_model_name", "smpl"))
+        self._lock = threading.Lock()
         self.stats: Dict[str, object] = {"frames": 0, "skipped_frames": 0, "detector_runs": 0,
                                          "invalid_detections": 0, "failed_estimates": 0, "last_error": "",
                                          "track_end_reasons": self.tracker.end_reasons}
@@ -159,13 +162,18 @@ class Pipeline:
 
     def reset(self) -> List[int]:
         """Forget every track (e.g. the camera jumped); returns the ended ids."""
-        return self.tracker.reset()
+        with self._lock:
+            return self.tracker.reset()
 
     def process(self, image_rgb: np.ndarray, stamp_ns: int, frame_id: str = "",
                 camera: Optional[CameraModel] = None,
                 detections: Optional[List[Detection]] = None) -> FrameResult:
         """One HxWx3 uint8 RGB frame -> FrameResult. `detections`: upstream boxes for this frame
         (None = none arrived; the embedded detector or the tracks supply the crops)."""
+        with self._lock:
+            return self._process(image_rgb, stamp_ns, frame_id, camera, detections)
+
+    def _process(self, image_rgb, stamp_ns, frame_id, camera, detections) -> FrameResult:
         img = np.asarray(image_rgb)
         if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8 or img.shape[0] < 1 or img.shape[1] < 1:
             raise ValueError(f"image must be HxWx3 uint8 RGB, got shape {img.shape} dtype {img.dtype}")

@@ -112,3 +112,23 @@ def test_pipeline_behind_the_worker_drops_stale_frames_under_a_slow_estimator():
     assert stamps == sorted(stamps) and stamps[-1] == 59 * 10_000_000
     assert max(lat for _, lat in done) < 0.5            # one slow call plus the wait for it, not a queue
     assert pipe.stats["frames"] == w.processed and len(pipe.tracker.tracks) == 1
+
+
+def test_pipeline_reset_from_another_thread_waits_for_the_frame():
+    """A reset (e.g. from a ROS callback) during a slow frame neither crashes nor corrupts it."""
+    from hkmr_ros.people import Detection
+    from hkmr_ros.pipeline import Pipeline, PipelineConfig
+
+    from pipeline_fakes import FakeEstimator, draw_people, gt_box
+
+    img = draw_people([((320, 240), 260, 0)])
+    pipe = Pipeline(FakeEstimator(delay_s=0.1), PipelineConfig(detector="none"))
+    box = [Detection(gt_box((320, 240), 260), 0.9)]
+    out = {}
+    t = threading.Thread(target=lambda: out.setdefault("r", pipe.process(img, 0, "cam", detections=box)))
+    t.start()
+    time.sleep(0.03)                      # the frame is inside the slow estimator now
+    ended = pipe.reset()
+    t.join(2.0)
+    assert [p.track_id for p in out["r"].people] == [1]
+    assert ended == [1] and pipe.tracker.tracks == []
