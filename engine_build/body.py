@@ -41,18 +41,22 @@ def posed_chain(rotmat: torch.Tensor, offsets: torch.Tensor, levels: Sequence[Se
 
     rotmat: `BxJx3x3` local rotations, offsets: `BxJx3` rest offsets from the parent (the root's
     is its position), both in level order; parent_slots[l]: each level-l joint's index within
-    level l-1 (unused for l = 0).
+    level l-1 (unused for l = 0). Each joint's local transform is a 4x4 [R, offset; 0, 1], so a
+    level is one Gather of its parents' global transforms and one MatMul.
     """
+    local = torch.cat([rotmat, offsets.unsqueeze(-1)], dim=-1)  # BxJx3x4
+    local = torch.nn.functional.pad(local, (0, 0, 0, 1)) + HOMOGENEOUS_ROW.to(local)  # BxJx4x4
     sizes = [len(level) for level in levels]
-    rots = torch.split(rotmat, sizes, dim=1)
-    offs = torch.split(offsets, sizes, dim=1)
-    glob_r, glob_t = [rots[0]], [offs[0]]
+    parts = torch.split(local, sizes, dim=1)
+    glob = [parts[0]]
     for level in range(1, len(levels)):
-        parent_r = glob_r[-1].index_select(1, parent_slots[level])
-        parent_t = glob_t[-1].index_select(1, parent_slots[level])
-        glob_r.append(torch.matmul(parent_r, rots[level]))
-        glob_t.append(parent_t + torch.matmul(parent_r, offs[level].unsqueeze(-1)).squeeze(-1))
-    return torch.cat(glob_r, dim=1), torch.cat(glob_t, dim=1)
+        glob.append(torch.matmul(glob[-1].index_select(1, parent_slots[level]), parts[level]))
+    glob_all = torch.cat(glob, dim=1)
+    return glob_all[..., :3, :3], glob_all[..., :3, 3]
+
+
+HOMOGENEOUS_ROW = torch.zeros(4, 4)
+HOMOGENEOUS_ROW[3, 3] = 1.0
 
 
 class ExportBody(nn.Module):

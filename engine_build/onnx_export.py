@@ -331,6 +331,7 @@ def export_onnx(checkpoint: Union[str, Path], out_path: Union[str, Path], body_m
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # static shape asserts (roma)
+        warnings.filterwarnings("ignore", message="Constant folding - Only steps=1")  # the simplifier folds them
         torch.onnx.export(graph, (random_images(trace_batch, image_size, seed=12345),), str(out_path),
                           dynamo=False, opset_version=opset, do_constant_folding=True,
                           input_names=[INPUT_NAME], output_names=names, dynamic_axes=axes)
