@@ -43,14 +43,44 @@ def parser() -> argparse.ArgumentParser:
                    help="after the export, build TensorRT engines (fp32, fp16; default both) with "
                         "hkmr_ros.inference's builder; needs tensorrt and a GPU")
     p.add_argument("--max-batch", type=int, default=16, help="TensorRT profile's largest batch (default 16)")
+    p.add_argument("--calibration", type=Path, default=None, metavar="NPY",
+                   help="INT8 calibration inputs (Nx3xSxS float32 .npy, normalised like the graph's input); "
+                        "written from --calibration-count rendered crops when the file does not exist")
+    p.add_argument("--calibration-count", type=int, default=128, metavar="N",
+                   help="rendered crops for a new --calibration file (default 128)")
     return p
 
 
-def build_engines(onnx_path: Path, precisions: Sequence[str], max_batch: int) -> None:
+def calibration_inputs(path: Path, onnx_path: Path, count: int):
+    """Nx3xSxS float32 network inputs for INT8 calibration: `path` if it exists, else rendered crops
+    (normalised and resized as the sidecar says) saved there."""
+    import json
+
+    import numpy as np
+
+    if path.is_file():
+        data = np.load(path, allow_pickle=False)
+        print(f"[calibration] {len(data)} inputs from {path}", flush=True)
+        return data
+    from engine_build.crops import rendered_crops
+    from training.body.body_model import load_body_model
+
+    meta = json.loads(onnx_path.with_suffix(".json").read_text())
+    print(f"[calibration] rendering {count} synthetic crops -> {path}", flush=True)
+    data = rendered_crops(count, int(meta["input"]["image_size"]), load_body_model(),
+                          (meta["input"]["mean"], meta["input"]["std"])).numpy()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, data)
+    return data
+
+
+def build_engines(onnx_path: Path, precisions: Sequence[str], max_batch: int,
+                  calibration: Optional[Path] = None, calibration_count: int = 128) -> None:
     """TensorRT engines for the ONNX through the runtime's builder (hkmr_ros.inference), which
-    owns the engine cache: beside the ONNX, or its cache folder when that is read-only."""
+    owns the engine cache: beside the ONNX, or its cache folder when that is read-only. INT8 is
+    explicit quantization only (the builder's ModelOpt Q/DQ path) with calibration inputs."""
     try:
-        from hkmr_ros.inference import tensorrt_backend
+        from hkmr_ros.inference import tensorrt_backend, trt_build
     except ImportError as e:
         raise RuntimeError(f"TensorRT engines need hkmr_ros.inference.tensorrt_backend ({e})") from e
     why = tensorrt_backend.tensorrt_unavailable_reason()
@@ -58,6 +88,13 @@ def build_engines(onnx_path: Path, precisions: Sequence[str], max_batch: int) ->
         raise RuntimeError(f"TensorRT cannot run here: {why}")
     for precision in precisions:
         print(f"[tensorrt] {precision} engine, batch 1..{max_batch}, from {onnx_path}", flush=True)
+        if precision == "int8":
+            data = calibration_inputs(calibration or onnx_path.with_name(onnx_path.stem + "_calibration.npy"),
+                                      onnx_path, calibration_count)
+            engine, status = trt_build.build_cached_engine(onnx_path, precision="int8", max_batch=max_batch,
+                                                           calibration=data)
+            print(f"[tensorrt] int8: {engine} ({status})", flush=True)
+            continue
         engine = tensorrt_backend.build_engine(onnx_path, precision=precision, max_batch=max_batch)
         print(f"[tensorrt] {precision}: {engine}", flush=True)
 
@@ -83,7 +120,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 1
     if precisions:
         try:
-            build_engines(out, precisions, args.max_batch)
+            build_engines(out, precisions, args.max_batch, args.calibration, args.calibration_count)
         except Exception as e:  # a TensorRT failure must not hide that the ONNX is fine
             print(f"error: TensorRT build failed: {e}", file=sys.stderr)
             return 1

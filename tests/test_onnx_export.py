@@ -409,3 +409,15 @@ def test_runtime_estimator_on_uint8_crops_equals_training_prediction():
     joints = load_body_model()(ref["rotmat"], ref["betas"]).joints.numpy()
     np.testing.assert_allclose(got["joints"], joints, atol=1e-4, rtol=0)
     np.testing.assert_allclose(got["cam"], ref["cam"].numpy(), atol=1e-4, rtol=0)
+
+
+def test_int8_calibration_inputs_are_rendered_once_and_reused(hkmr_export, tmp_path):
+    _, onnx_path = hkmr_export
+    path = tmp_path / "calibration.npy"
+    try:
+        data = cli.calibration_inputs(path, onnx_path, 2)
+    except RuntimeError as e:  # no EGL renderer here
+        pytest.skip(str(e))
+    assert data.shape == (2, 3, IMAGE_SIZE, IMAGE_SIZE) and data.dtype == np.float32 and path.is_file()
+    assert abs(float(data.mean())) < 1.5 and 0.2 < float(data.std()) < 3  # normalised like the graph's input
+    np.testing.assert_array_equal(cli.calibration_inputs(path, onnx_path, 99), data)  # reused, not re-rendered
