@@ -20,7 +20,6 @@ only after validation passes.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 import warnings
@@ -35,6 +34,7 @@ from torch import nn
 
 from engine_build.body import ExportBody, faces_array
 from engine_build.rotations import rot6d_to_rotmat, rotmat_to_aa
+from hkmr_ros.inference.model_info import file_sha256
 from training.config import config_to_dict
 from training.datasets.augment import IMAGENET_MEAN, IMAGENET_STD
 from training.evaluate import Method, load_method
@@ -202,14 +202,6 @@ def format_report(report: Dict[str, Any]) -> str:
                      f"{row['limit']:>9.3g}  {row['worst_input']}")
     lines.append("  * pose compared as rotation matrices")
     return "\n".join(lines)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def op_counts(model: onnx.ModelProto) -> Dict[str, int]:
