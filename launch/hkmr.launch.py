@@ -3,7 +3,8 @@
 The node is a managed lifecycle node; with autostart:=true (the default) it configures and
 activates itself, which works the same on Humble and Jazzy. With autostart:=false it waits in
 'unconfigured' for `ros2 lifecycle set /hkmr configure` (or a lifecycle manager). If the node
-exits (e.g. the model cannot load: FATAL in the log, exit status 1), the launch shuts down.
+exits, the launch shuts down; if it failed (e.g. the model cannot load: FATAL in the log, node
+exit status 1), `ros2 launch` exits with status 1 too.
 """
 
 from launch import LaunchDescription
@@ -34,6 +35,14 @@ ARGS = [
 ]
 
 
+def on_node_exit(event, context):
+    """The node ended: a failure (e.g. the model cannot load) makes `ros2 launch` exit non-zero;
+    otherwise shut the launch down, unless it already is (a second Shutdown makes launch_ros raise)."""
+    if event.returncode not in (0, None) and not context.is_shutdown:
+        raise RuntimeError(f"the hkmr node exited with status {event.returncode} (see its FATAL line above)")
+    return [] if context.is_shutdown else [EmitEvent(event=Shutdown(reason="the hkmr node exited"))]
+
+
 def generate_launch_description() -> LaunchDescription:
     share = FindPackageShare("hkmr_ros")
     args = [DeclareLaunchArgument(name, default_value=default, description=desc) for name, default, desc in ARGS]
@@ -57,7 +66,7 @@ def generate_launch_description() -> LaunchDescription:
         package="hkmr_ros", executable="hkmr_node", name=c("node_name"), namespace=c("namespace"),
         parameters=[c("params_file"), overrides], output="screen", emulate_tty=True,
         arguments=["--ros-args", "--log-level", c("log_level")],
-        on_exit=[EmitEvent(event=Shutdown(reason="the hkmr node exited"))])
+        on_exit=on_node_exit)
     rviz = Node(
         package="rviz2", executable="rviz2", name="rviz2", output="screen",
         arguments=["-d", PathJoinSubstitution([share, "launch", "hkmr.rviz"])],

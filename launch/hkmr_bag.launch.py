@@ -51,8 +51,8 @@ def _player(context):
         play = Node(package="hkmr_ros", executable="hkmr_play", output="screen", arguments=[c["bag"]] + extra)
     else:
         raise RuntimeError(f"player must be hkmr or ros2bag, got {c['player']!r}")
-    done = RegisterEventHandler(OnProcessExit(target_action=play, on_exit=[
-        EmitEvent(event=Shutdown(reason="bag played"))]))
+    done = RegisterEventHandler(OnProcessExit(target_action=play, on_exit=[OpaqueFunction(
+        function=lambda context: [] if context.is_shutdown else [EmitEvent(event=Shutdown(reason="bag played"))])]))
     return [play, done]
 
 

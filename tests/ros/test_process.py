@@ -156,3 +156,15 @@ def test_launch_brings_the_node_to_active_and_ros2_lifecycle_drives_it(tmp_path)
         stop(proc)
     assert "shut down" in out.text()
     assert "Traceback" not in out.text(), out.text()
+
+
+def test_launch_exits_non_zero_when_the_model_cannot_load(tmp_path):
+    proc, out = start(["ros2", "launch", "hkmr_ros", "hkmr.launch.py", "node_name:=hkmr_launch_missing",
+                       f"model:={tmp_path / 'absent.onnx'}"], tmp_path)
+    try:
+        proc.wait(90)
+    finally:
+        stop(proc)
+    text = out.text()
+    assert proc.returncode == 1, text
+    assert "FATAL" in text and "absent.onnx" in text and "exited with status 1" in text, text
