@@ -383,3 +383,43 @@ def test_missing_model_fails_configure_with_a_fatal_message(harness, tmp_path):
     node, _ = harness("t_miss", model=str(missing))
     assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
     assert state_of(node) == "unconfigured" and node.estimator is None
+
+
+def test_a_slow_subscriber_does_not_hold_the_node_back(harness, frames):
+    """Reliable outputs keep the last `output_queue_depth` messages per subscriber: a consumer
+    that takes 0.4 s per message gets fewer, while the node keeps its pace and its latency."""
+    from rclpy.executors import SingleThreadedExecutor
+    _, rgbs = frames
+    node, tester = harness("t_cons")
+    slow = Node("hkmr_slow_consumer")
+    got_slow = []
+
+    def slow_cb(msg):
+        got_slow.append(msg)
+        time.sleep(0.4)
+    slow.create_subscription(PersonMeshArray, "/t_cons/hkmr/people", slow_cb, QoSProfile(depth=10))
+    slow.create_subscription(Image, "/t_cons/hkmr/overlay", lambda m: time.sleep(0.4), QoSProfile(depth=10))
+    ex = SingleThreadedExecutor()
+    ex.add_node(slow)
+    thread = threading.Thread(target=ex.spin, daemon=True)
+    thread.start()
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        assert wait_subscribed(tester.pubs["raw"])
+        time.sleep(1.0)
+        n = 40
+        for i in range(n):
+            tester.pubs["raw"].publish(raw_image(rgbs[i % len(rgbs)], 3000 + i))
+            time.sleep(0.1)
+        time.sleep(1.0)
+        snap = node.stats.snapshot()
+        processed = snap.get("processed_total", 0)
+        assert processed >= 0.7 * n
+        assert tester.count("people") == processed           # the fast subscriber got every result
+        assert len(got_slow) < processed                     # the slow one fell behind ...
+        assert snap["latency_p90_ms"] < 1000.0, snap          # ... without the node waiting for it
+    finally:
+        ex.shutdown()
+        thread.join(5)
+        slow.destroy_node()
