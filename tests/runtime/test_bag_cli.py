@@ -221,7 +221,9 @@ def test_a_fault_mid_run_leaves_a_readable_output(tmp_path, estimator):
 
 
 def test_synth_without_training_extras_is_a_clear_error(monkeypatch, capsys, tmp_path):
-    monkeypatch.setitem(sys.modules, "training.bag_synth", None)  # import fails like a missing extra
+    # the import fails like a missing extra, also where the training code was imported before
+    monkeypatch.setitem(sys.modules, "training", None)
+    monkeypatch.setitem(sys.modules, "training.bag_synth", None)
     rc = bag_cli.main(["synth", str(tmp_path / "x")])
     err = capsys.readouterr().err
     assert rc == 2 and "training extras" in err and "pip install" in err
