@@ -24,6 +24,7 @@ from builtin_interfaces.msg import Time  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
+from tf2_msgs.msg import TFMessage  # noqa: E402
 from visualization_msgs.msg import MarkerArray  # noqa: E402
 from vision_msgs.msg import Detection2DArray  # noqa: E402
 
@@ -57,12 +58,13 @@ class Tester(Node):
             "info": self.create_publisher(CameraInfo, f"/{ns}/camera_info", q),
             "detections": self.create_publisher(Detection2DArray, f"/{ns}/detections", q),
         }
-        self.got = {"people": [], "markers": [], "overlay": [], "diagnostics": []}
+        self.got = {"people": [], "markers": [], "overlay": [], "diagnostics": [], "tf": []}
         self.lock = threading.Lock()
         for key, cls, topic in (("people", PersonMeshArray, f"/{ns}/hkmr/people"),
                                 ("markers", MarkerArray, f"/{ns}/hkmr/markers"),
                                 ("overlay", Image, f"/{ns}/hkmr/overlay"),
-                                ("diagnostics", DiagnosticArray, "/diagnostics")):
+                                ("diagnostics", DiagnosticArray, "/diagnostics"),
+                                ("tf", TFMessage, "/tf")):
             self.create_subscription(cls, topic, lambda m, k=key: self._store(k, m), QoSProfile(depth=200))
 
     def _store(self, key, msg):
@@ -231,7 +233,7 @@ def test_lifecycle_outputs_carry_the_input_stamp_and_frame(harness, frames):
 def test_compressed_input_with_upstream_detections_and_camera_info(harness):
     msgs = sample_frames(limit=25, start=55)                   # three to six people
     node, tester = harness("t_comp", compressed=True, detections_topic="/t_comp/detections", detector="none",
-                           detection_tolerance=0.0)
+                           detection_tolerance=0.0, publish_tf=True, tf_prefix="t_comp_person_")
     assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
     assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     for key in ("compressed", "info", "detections"):
@@ -258,6 +260,22 @@ def test_compressed_input_with_upstream_detections_and_camera_info(harness):
     assert node.camera is not None                              # CameraInfo arrived
     ids = {p.track_id for m in people for p in m.people}
     assert len(ids) >= 2
+    # TF: one transform per tracked person, child of the image frame, at the pelvis
+    assert tester.wait_for("tf", 1)
+    with tester.lock:
+        tfs = [t for _, m in tester.got["tf"] for t in m.transforms if t.child_frame_id.startswith("t_comp_person_")]
+    assert tfs and all(t.header.frame_id == FRAME for t in tfs)
+    assert {int(t.child_frame_id.rsplit("_", 1)[1]) for t in tfs} <= ids
+    last = people[-1]
+    by_id = {f"t_comp_person_{p.track_id}": p for p in last.people}
+    match = [t for t in tfs if (t.header.stamp.sec, t.header.stamp.nanosec) ==
+             (last.header.stamp.sec, last.header.stamp.nanosec) and t.child_frame_id in by_id]
+    assert match
+    for t in match:
+        p = by_id[t.child_frame_id]
+        assert abs(t.transform.translation.z - p.translation.z) < 1e-6
+        q = t.transform.rotation
+        assert abs(q.x ** 2 + q.y ** 2 + q.z ** 2 + q.w ** 2 - 1.0) < 1e-3
 
 
 def test_bad_frames_are_counted_and_skipped(harness, frames):
