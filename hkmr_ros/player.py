@@ -6,7 +6,7 @@ so the node sees exactly what `ros2 bag play` would send. With --record it also 
 the given topics and writes what arrives to an output bag (our message definitions embedded),
 which is how an offline run through the node is captured.
 
-    ros2 run hkmr_ros hkmr_play BAG [--rate 1] [--loop] [--record OUT --record-topics /hkmr/people ...]
+    ros2 run hkmr_ros hkmr_play BAG [--rate 1] [--loop] [--clock] [--record OUT --record-topics /hkmr/people ...]
 """
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ class BagPlayer(Node):
 
     def __init__(self, bag: Path, topics: Optional[Sequence[str]], rate: float, loop: bool,
                  start_delay: float, record: Optional[Path], record_topics: Sequence[str],
-                 wait_for: int = 0):
+                 wait_for: int = 0, clock: bool = False):
         super().__init__("hkmr_player")
         if not rate > 0:
             raise ValueError(f"--rate must be > 0, got {rate}")
@@ -66,6 +66,10 @@ class BagPlayer(Node):
         self.pubs = {t: self.create_publisher(message_class(m), t, qos()) for t, m in self.topics.items()}
         self.rate, self.loop, self.start_delay, self.wait_for = float(rate), bool(loop), float(start_delay), int(wait_for)
         self.published: Dict[str, int] = {t: 0 for t in self.topics}
+        self.clock_pub = None
+        if clock:   # bag time on /clock, for nodes with use_sim_time (as `ros2 bag play --clock`)
+            from rosgraph_msgs.msg import Clock
+            self.clock_pub = self.create_publisher(Clock, "/clock", qos(True, 10))
         self.done = threading.Event()
         self.writer: Optional[BagWriter] = None
         self.received: Dict[str, int] = {}
@@ -107,9 +111,9 @@ class BagPlayer(Node):
     def _play(self) -> None:
         try:
             deadline = time.monotonic() + 30.0
+            images = [p for t, p in self.pubs.items() if self.topics[t] in PLAYED_TYPES[:2]] or list(self.pubs.values())
             while self.wait_for and time.monotonic() < deadline and rclpy.ok():
-                counts = [p.get_subscription_count() for p in self.pubs.values()]
-                if min(counts) >= self.wait_for:
+                if min(p.get_subscription_count() for p in images) >= self.wait_for:
                     break
                 time.sleep(0.1)
             time.sleep(self.start_delay)
@@ -123,12 +127,19 @@ class BagPlayer(Node):
                     wait = t_wall0 + (t_ns - t_bag0) * 1e-9 / self.rate - time.monotonic()
                     if wait > 0:
                         time.sleep(wait)
+                    if self.clock_pub is not None:
+                        self._publish_clock(t_ns)
                     self.pubs[topic].publish(data)
                     self.published[topic] += 1
                 if not self.loop:
                     break
         finally:
             self.done.set()
+
+    def _publish_clock(self, t_ns: int) -> None:
+        from builtin_interfaces.msg import Time
+        from rosgraph_msgs.msg import Clock
+        self.clock_pub.publish(Clock(clock=Time(sec=int(t_ns // 1_000_000_000), nanosec=int(t_ns % 1_000_000_000))))
 
     def close(self) -> None:
         if self.writer is not None:
@@ -148,7 +159,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--loop", action="store_true", help="play again from the start when done")
     ap.add_argument("--start-delay", type=float, default=1.0, help="seconds before the first message")
     ap.add_argument("--wait-for-subscribers", type=int, default=0,
-                    help="wait (up to 30 s) until every played topic has this many subscribers")
+                    help="wait (up to 30 s) until the image topics have this many subscribers")
+    ap.add_argument("--clock", action="store_true", help="publish the bag's time on /clock (use_sim_time)")
     ap.add_argument("--record", type=Path, help="write the --record-topics that arrive to this bag (mcap)")
     ap.add_argument("--record-topics", nargs="*", default=[], help="topics to record")
     ap.add_argument("--linger", type=float, default=2.0, help="seconds to keep recording after the last message")
@@ -156,7 +168,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     node = None
     try:
         node = BagPlayer(args.bag, args.topics, args.rate, args.loop, args.start_delay, args.record,
-                         args.record_topics, args.wait_for_subscribers)
+                         args.record_topics, args.wait_for_subscribers, args.clock)
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         node.start()

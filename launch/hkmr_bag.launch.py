@@ -28,6 +28,7 @@ ARGS = [
     ("loop", "false", "play the bag in a loop"),
     ("record", "", "write the node's outputs to this bag (mcap) ('' for none)"),
     ("player", "hkmr", "hkmr (hkmr_play, no rosbag2 needed) or ros2bag (ros2 bag play)"),
+    ("use_sim_time", "false", "publish the bag's time on /clock and run the node on it"),
     ("rviz", "false", "start RViz"),
     ("node_name", "hkmr", "node name"),
 ]
@@ -39,12 +40,15 @@ def _player(context):
         raise RuntimeError("hkmr_bag.launch.py needs bag:=PATH")
     node = "/" + c["node_name"]
     if c["player"] == "ros2bag":
-        cmd = ["ros2", "bag", "play", c["bag"], "--rate", c["rate"]] + (["--loop"] if c["loop"] == "true" else [])
+        cmd = (["ros2", "bag", "play", c["bag"], "--rate", c["rate"]] + (["--loop"] if c["loop"] == "true" else [])
+               + (["--clock"] if c["use_sim_time"] == "true" else []))
         play = ExecuteProcess(cmd=cmd, output="screen")
     elif c["player"] == "hkmr":
         extra = ["--rate", c["rate"], "--start-delay", "1.0", "--wait-for-subscribers", "1"]
         if c["loop"] == "true":
             extra.append("--loop")
+        if c["use_sim_time"] == "true":
+            extra.append("--clock")
         if c["record"]:
             extra += ["--record", c["record"], "--record-topics", f"{node}/people", f"{node}/markers",
                       f"{node}/overlay", "/diagnostics"]
@@ -64,5 +68,6 @@ def generate_launch_description() -> LaunchDescription:
         launch_arguments={"image_topic": c("image_topic"), "compressed": c("compressed"),
                           "camera_info_topic": c("camera_info_topic"), "detections_topic": c("detections_topic"),
                           "detector": c("detector"), "rviz": c("rviz"), "node_name": c("node_name"),
+                          "use_sim_time": c("use_sim_time"),
                           "autostart": "true"}.items())
     return LaunchDescription(args + [hkmr, OpaqueFunction(function=_player)])
