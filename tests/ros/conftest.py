@@ -1,7 +1,7 @@
 """Shared pieces of the rclpy tests. They run where ROS 2 is sourced and hkmr_ros is built with
 colcon (its generated hkmr_ros.msg importable); each test module skips cleanly otherwise.
 
-Every test session gets its own ROS domain and stays on localhost, so parallel runs and other
+Every pytest run gets its own ROS domain and stays on localhost, so parallel runs and other
 ROS processes on the machine do not see each other.
 """
 from __future__ import annotations
