@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Deque, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from hkmr_ros.pipeline import DETECTORS
+
 Number = (int, float)
 
 
@@ -129,8 +131,8 @@ NODE_PARAMS: Tuple[ParamSpec, ...] = (
 # configs). A field missing here is still declared, with a generic description; the runtime test
 # lists missing ones so they get written.
 PIPELINE_DOCS: Dict[str, Tuple[str, Optional[Tuple[float, float]], Optional[Tuple[str, ...]]]] = {
-    "detector": ("Embedded person detector when no upstream detections come: hog, fixed (fixed_box), "
-                 "whole_image, or none (upstream only).", None, ("hog", "fixed", "whole_image", "none")),
+    "detector": ("Embedded person detector when no upstream detections come (fixed: fixed_box; none: "
+                 "upstream detections only, tracking in between).", None, tuple(DETECTORS)),
     "fixed_box": ("Box x0, y0, x1, y1 (pixels) for detector=fixed; all zeros: unset.", None, None),
     "hog.downscale": ("HOG: the image is shrunk by this factor first (smallest person found: 128 x it, "
                       "pixels tall).", (1.0, 8.0), None),
@@ -160,6 +162,16 @@ PIPELINE_DOCS: Dict[str, Tuple[str, Optional[Tuple[float, float]], Optional[Tupl
     "tracking.detect_every_hidden": ("Detector period (frames) while a track is hidden.", (1, 100000), None),
     "tracking.max_scale_change": ("Largest factor a tracked box side may change by between frames "
                                   "(bigger: the track is lost).", (1.0, 100.0), None),
+    "tracking.confirm_detections": ("Detections a track needs before it may hide behind someone.",
+                                    (1, 1000), None),
+    "tracking.joint_box_pad": ("Joints' extent to person box padding (each side, top, bottom) as fractions "
+                               "of the extent.", None, None),
+    "blazepose.min_score": ("Least BlazePose detection score kept.", (0.0, 1.0), None),
+    "blazepose.nms_iou": ("BlazePose non-maximum suppression IoU (face boxes).", (0.0, 1.0), None),
+    "blazepose.tiles": ("Search a landscape (portrait) image as two overlapping squares (people 1.33x "
+                        "larger at 4:3, twice the cost).", None, None),
+    "blazepose.threads": ("ONNX Runtime intra-op threads of the BlazePose detector.", (1, 64), None),
+    "blazepose.model": ("BlazePose detector ONNX file; empty: the shipped one.", None, None),
     "tracking.min_inside": ("Least share of a person box inside the image to keep its track.", (0.0, 1.0), None),
     "tracking.min_box_side": ("Smallest person box side (pixels).", (0.0, 10000.0), None),
     "smoothing.enabled": ("One-Euro smoothing of joints, translation, rotations and shape per track.", None, None),
@@ -175,8 +187,8 @@ for _q, _unit in (("joints", "m/s"), ("translation", "m/s"), ("rotations", "rad/
 
 _SCALARS = (bool, int, float, str)
 
-# Optional pipeline fields (None by default) that become array parameters; all zeros means None.
-NONE_ARRAYS: Dict[str, List[float]] = {"fixed_box": [0.0, 0.0, 0.0, 0.0]}
+# Optional pipeline fields (None by default) that become parameters: this value means None.
+NONE_ARRAYS: Dict[str, Any] = {"fixed_box": [0.0, 0.0, 0.0, 0.0], "blazepose.model": ""}
 
 
 def _flatten(obj: Any, prefix: str = "") -> Iterable[Tuple[str, Any]]:
@@ -187,7 +199,8 @@ def _flatten(obj: Any, prefix: str = "") -> Iterable[Tuple[str, Any]]:
         if dataclasses.is_dataclass(value):
             yield from _flatten(value, name + ".")
         elif value is None and name in NONE_ARRAYS:
-            yield name, list(NONE_ARRAYS[name])
+            none = NONE_ARRAYS[name]
+            yield name, list(none) if isinstance(none, list) else none
         elif isinstance(value, _SCALARS):
             yield name, value
         elif isinstance(value, (list, tuple)) and all(isinstance(v, Number) and not isinstance(v, bool)
@@ -247,7 +260,7 @@ def missing_pipeline_docs(config: Any) -> List[str]:
     return [name for name, _ in _flatten(config) if name not in PIPELINE_DOCS and not _doc_of(config, name)]
 
 
-def apply_to_config(config: Any, values: Mapping[str, Any]) -> Any:
+def apply_to_config(config: Any, values: Mapping[str, Any], _prefix: str = "") -> Any:
     """A copy of the (nested) dataclass `config` with dotted-name `values` replaced."""
     nested: Dict[str, Dict[str, Any]] = {}
     direct: Dict[str, Any] = {}
@@ -264,15 +277,18 @@ def apply_to_config(config: Any, values: Mapping[str, Any]) -> Any:
     changes: Dict[str, Any] = {}
     for name, value in direct.items():
         old = getattr(config, name)
-        if name in NONE_ARRAYS and isinstance(value, (list, tuple)):
+        full = _prefix + name
+        if full in NONE_ARRAYS and isinstance(value, (list, tuple)):
             value = None if not any(float(v) for v in value) else tuple(float(v) for v in value)
+        elif full in NONE_ARRAYS and isinstance(value, str):
+            value = value or None
         elif isinstance(old, tuple) and isinstance(value, list):
             value = tuple(value)
         if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         changes[name] = value
     for name, sub in nested.items():
-        changes[name] = apply_to_config(getattr(config, name), sub)
+        changes[name] = apply_to_config(getattr(config, name), sub, f"{_prefix}{name}.")
     return dataclasses.replace(config, **changes)
 
 

@@ -104,6 +104,22 @@ def test_apply_to_config_sets_nested_values_and_the_optional_box():
     assert PipelineConfig().tracking.detect_every != 3 or dataclasses.fields(PipelineConfig)
 
 
+def test_optional_nested_string_maps_empty_to_none():
+    cfg = PipelineConfig()
+    if not hasattr(cfg, "blazepose"):
+        pytest.skip("this pipeline has no blazepose settings")
+    names = {s.name: s for s in P.pipeline_param_specs(cfg)}
+    assert names["blazepose.model"].default == ""
+    assert P.apply_to_config(cfg, {"blazepose.model": ""}).blazepose.model is None
+    assert P.apply_to_config(cfg, {"blazepose.model": "x.onnx"}).blazepose.model == "x.onnx"
+
+
+def test_detector_choices_are_the_pipeline_s():
+    from hkmr_ros.pipeline import DETECTORS
+    spec = {s.name: s for s in P.pipeline_param_specs(PipelineConfig())}["detector"]
+    assert spec.choices == tuple(DETECTORS)
+
+
 def test_apply_to_config_rejects_unknown_settings():
     with pytest.raises(ValueError, match="unknown pipeline settings: nope"):
         P.apply_to_config(PipelineConfig(), {"nope": 1})
