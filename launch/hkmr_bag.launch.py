@@ -24,6 +24,10 @@ ARGS = [
     ("camera_info_topic", "/camera/camera_info", "CameraInfo topic of the bag ('' for none)"),
     ("detections_topic", "", "Detection2DArray topic of the bag to use ('' for the embedded detector)"),
     ("detector", "hog", "embedded detector when no detections are used"),
+    ("model", "", "ONNX model ('' for the shipped default)"),
+    ("backend", "auto", "inference backend"),
+    ("publish_tf", "false", "broadcast a TF frame per tracked person"),
+    ("publish_mesh", "false", "add the mesh to the markers (a model exported with vertices)"),
     ("rate", "1.0", "playback speed factor"),
     ("loop", "false", "play the bag in a loop"),
     ("record", "", "write the node's outputs to this bag (mcap) ('' for none)"),
@@ -51,7 +55,7 @@ def _player(context):
             extra.append("--clock")
         if c["record"]:
             extra += ["--record", c["record"], "--record-topics", f"{node}/people", f"{node}/markers",
-                      f"{node}/overlay", "/diagnostics"]
+                      f"{node}/overlay", "/diagnostics"] + (["/tf"] if c["publish_tf"] == "true" else [])
         play = Node(package="hkmr_ros", executable="hkmr_play", output="screen", arguments=[c["bag"]] + extra)
     else:
         raise RuntimeError(f"player must be hkmr or ros2bag, got {c['player']!r}")
@@ -68,6 +72,7 @@ def generate_launch_description() -> LaunchDescription:
         launch_arguments={"image_topic": c("image_topic"), "compressed": c("compressed"),
                           "camera_info_topic": c("camera_info_topic"), "detections_topic": c("detections_topic"),
                           "detector": c("detector"), "rviz": c("rviz"), "node_name": c("node_name"),
-                          "use_sim_time": c("use_sim_time"),
+                          "use_sim_time": c("use_sim_time"), "model": c("model"), "backend": c("backend"),
+                          "publish_tf": c("publish_tf"), "publish_mesh": c("publish_mesh"),
                           "autostart": "true"}.items())
     return LaunchDescription(args + [hkmr, OpaqueFunction(function=_player)])
