@@ -243,3 +243,23 @@ def facing_scores_of(global_rotmat, gt_global_aa):
     gt_pose = torch.zeros(1, 72)
     gt_pose[:, :3] = gt_global_aa
     return evaluate.facing_scores(pred, gt_pose)
+
+
+def test_predict_renormalises_for_the_encoder(setup):
+    """An input normalised with ImageNet's statistics or with the encoder's own gives one estimate."""
+    from training.datasets.augment import normalise_batch
+    from training.models.encoders import IMAGENET_NORMALISATION, TFLITE_NORMALISATION
+
+    cfg = tiny_config("hkmr")
+    cfg.model.encoder = "efficientnet_lite0"
+    torch.manual_seed(0)
+    method = evaluate.Method("lite0", build_model(cfg.model).eval(), cfg, "none")
+    crops = torch.randint(0, 256, (2, 3, 224, 224), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    a = evaluate.predict(method, normalise_batch(crops, *IMAGENET_NORMALISATION))
+    b = evaluate.predict(method, normalise_batch(crops, *TFLITE_NORMALISATION), input_normalisation=TFLITE_NORMALISATION)
+    x = torch.nn.functional.interpolate(normalise_batch(crops, *TFLITE_NORMALISATION), size=(64, 64), mode="bilinear",
+                                        align_corners=False, antialias=True)
+    with torch.no_grad():
+        direct = method.model(x)["cam"][:, -1]
+    assert torch.allclose(a["cam"], b["cam"], atol=1e-5) and torch.allclose(a["rotmat"], b["rotmat"], atol=1e-5)
+    assert torch.allclose(b["cam"], direct, atol=1e-5)

@@ -107,14 +107,17 @@ def build_eval_dataset(spec: str) -> Tuple[str, Dataset]:
 # ----------------------------------------------------------------------------- prediction and scoring
 
 @torch.no_grad()
-def predict(method: Method, img: torch.Tensor) -> Dict[str, torch.Tensor]:
+def predict(method: Method, img: torch.Tensor,
+            input_normalisation: Optional[Tuple[Sequence[float], Sequence[float]]] = None) -> Dict[str, torch.Tensor]:
     """The final outer iteration's estimate: rotmat Bx24x3x3, pose Bx72, betas Bx10, cam Bx3.
 
-    img: Bx3xHxW crops normalised with ImageNet mean/std (the evaluation datasets' convention);
-    they are renormalised for the method's encoder (`encoder_normalisation`) and resized."""
+    img: Bx3xHxW crops normalised with `input_normalisation` (mean, std), by default ImageNet's
+    (the evaluation datasets' convention); they are renormalised for the method's encoder
+    (`encoder_normalisation`) and resized."""
     from training.models.encoders import encoder_normalisation
 
-    x = renormalise(img, (IMAGENET_MEAN, IMAGENET_STD), encoder_normalisation(method.cfg.model.encoder))
+    source = input_normalisation or (IMAGENET_MEAN, IMAGENET_STD)
+    x = renormalise(img, source, encoder_normalisation(method.cfg.model.encoder))
     out = method.model(resize_images(x, method.image_size))
     return {k: out[k][:, -1].float() for k in ("rotmat", "pose", "betas", "cam")}
 
