@@ -114,3 +114,12 @@ def test_training_resumes_bit_identically_from_the_store(store, tmp_path):
         assert all(torch.equal(sa[k], sb[k]) for k in sa)
     # the number of store samples used is resolved and saved with the run
     assert load_config(tmp_path / "split" / "config.yaml").data.store_samples == [10]
+
+
+def test_stop_at_then_resume_equals_the_straight_run(store, tmp_path):
+    """--stop-at keeps the schedule (cosine to optim.steps): stopping and resuming changes nothing."""
+    straight = train(store_config(store, "optim.steps=4"), tmp_path / "straight")
+    stopped = train(store_config(store, "optim.steps=4", "log.checkpoint_every=100"), tmp_path / "split", stop_at=3)
+    assert stopped.step == 3 and stopped.checkpoint.name == "checkpoint_00000003.pt"
+    resumed = train(store_config(store, "optim.steps=4", "log.checkpoint_every=100"), tmp_path / "split", resume=True)
+    assert stopped.losses + resumed.losses == straight.losses

@@ -703,15 +703,18 @@ class Logger:
                 print("validation: " + ", ".join(f"{k} {v:.1f} mm" for k, v in metrics.items()), flush=True)
 
 
-def due_for_checkpoint(run: Run, last_time: float) -> bool:
+def due_for_checkpoint(run: Run, last_time: float, stop_at: Optional[int] = None) -> bool:
     cfg = run.cfg
-    if run.step % cfg.log.checkpoint_every == 0 or run.step == cfg.optim.steps:
+    if run.step % cfg.log.checkpoint_every == 0 or run.step in (cfg.optim.steps, stop_at):
         return True
     return cfg.log.checkpoint_minutes > 0 and time.perf_counter() - last_time >= 60.0 * cfg.log.checkpoint_minutes
 
 
-def train(cfg: Config, out_dir: str | Path, resume: bool = False) -> TrainResult:
-    """Run (or continue) the training described by `cfg`, writing into `out_dir`."""
+def train(cfg: Config, out_dir: str | Path, resume: bool = False, stop_at: Optional[int] = None) -> TrainResult:
+    """Run (or continue) the training described by `cfg`, writing into `out_dir`.
+
+    stop_at: stop (with a checkpoint) after this many steps without changing the schedule, which
+    still runs to `optim.steps`: a later `resume` continues exactly as if never stopped."""
     out_dir = Path(out_dir)
     proc = setup_process(cfg.device)
     run = build_run(cfg, proc)
@@ -733,7 +736,8 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False) -> TrainResult
     last_saved: Optional[Path] = None
     saved_time = time.perf_counter()
     run.model.train()
-    while run.step < cfg.optim.steps:
+    end = cfg.optim.steps if stop_at is None else min(stop_at, cfg.optim.steps)
+    while run.step < end:
         apply_freezing(run)
         loss, terms, fitted = train_step(run, to_device(next(batches), proc.device))
         losses.append(loss)
@@ -743,7 +747,7 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False) -> TrainResult
         if cfg.data.val_root and proc.is_main and cfg.log.val_every > 0 and run.step % cfg.log.val_every == 0:
             metrics = validate(unwrap(run.model), run.loss_body, cfg.data.val_root, cfg, proc.device)
             logger.metrics(metrics)
-        if due_for_checkpoint(run, saved_time):
+        if due_for_checkpoint(run, saved_time, stop_at):
             last_saved = write_checkpoint(run, out_dir) or last_saved
             saved_time = time.perf_counter()
     bar.close()
@@ -764,6 +768,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="override a config value (repeatable), e.g. --set optim.lr=1e-4")
     parser.add_argument("--out", default="runs/train", help="output folder: checkpoints, config.yaml, tb/")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    parser.add_argument("--stop-at", type=int, help="stop after this step (checkpointed); the schedule still "
+                        "targets optim.steps, so a later --resume continues it exactly")
     return parser.parse_args(argv)
 
 
@@ -776,7 +782,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         config_path = Path(args.out) / "config.yaml"
     try:
         cfg = load_config(config_path, args.overrides)
-        train(cfg, args.out, resume=args.resume)
+        train(cfg, args.out, resume=args.resume, stop_at=args.stop_at)
     except (FileNotFoundError, ValueError) as e:  # missing files, bad config or data: the message says it
         print(f"error: {e}", file=sys.stderr)
         return 2
