@@ -404,8 +404,9 @@ def test_runtime_estimator_on_uint8_crops_equals_training_prediction():
     crops[:, 60:180, 80:150] = rng.integers(0, 80, size=3, dtype=np.uint8)  # a dark "person" block
     got = load_estimator(onnx_path, backend="onnxruntime", threads=1).estimate_arrays(crops)
     method = load_method(REPO / meta["model"]["checkpoint"], "default", torch.device("cpu"))
-    images = normalise_batch(torch.from_numpy(crops).permute(0, 3, 1, 2), meta["input"]["mean"], meta["input"]["std"])
-    ref = predict(method, images)
+    normalisation = (meta["input"]["mean"], meta["input"]["std"])
+    images = normalise_batch(torch.from_numpy(crops).permute(0, 3, 1, 2), *normalisation)
+    ref = predict(method, images, normalisation)
     joints = load_body_model()(ref["rotmat"], ref["betas"]).joints.numpy()
     np.testing.assert_allclose(got["joints"], joints, atol=1e-4, rtol=0)
     np.testing.assert_allclose(got["cam"], ref["cam"].numpy(), atol=1e-4, rtol=0)

@@ -177,7 +177,8 @@ def test_shipped_model_batch_equals_crops_one_by_one_and_lists_equal_arrays(ship
         for name in ("pose", "rotmat", "betas", "cam", "joints"):
             np.testing.assert_allclose(getattr(batch[i], name), getattr(single, name), atol=1e-5, rtol=0)
             np.testing.assert_allclose(getattr(batch[i], name), getattr(listed[i], name), atol=1e-6, rtol=0)
-    assert shipped.body_model_name == "anny-smpl" and shipped.image_size == 96
+    sidecar = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())
+    assert shipped.body_model_name == "anny-smpl" and shipped.image_size == sidecar["input"]["image_size"]
 
 
 def test_list_of_mixed_sizes_keeps_order_and_resizes_each_via_224(est):

@@ -37,7 +37,7 @@ def test_shipped_model_matches_the_training_pipeline_on_the_same_crops():
     imgs = torch.stack([torch.from_numpy(c.astype(np.float32).transpose(2, 0, 1) / 255.0) for c in crops])
     imgs = (imgs - mean) / std  # as augment.image_to_tensor, with the sidecar's normalisation
     with torch.no_grad():
-        want = evaluate.predict(method, imgs)
+        want = evaluate.predict(method, imgs, (meta["input"]["mean"], meta["input"]["std"]))
     got = est.estimate(crops)
     for i, m in enumerate(got):
         np.testing.assert_allclose(m.rotmat, want["rotmat"][i].numpy(), atol=1e-3)
