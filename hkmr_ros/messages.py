@@ -181,9 +181,19 @@ def marker_array(result: FrameResult, types: Types, ns: str = "hkmr",
 
 # --- images -------------------------------------------------------------------------------------
 
+def _pixels(points) -> List[Tuple[int, int]]:
+    """Nx2 image points -> integer pixels OpenCV can draw (NaN and far-off points clipped away)."""
+    xy = np.clip(np.nan_to_num(np.asarray(points, dtype=np.float64).reshape(-1, 2), nan=-1e4), -1e4, 1e4)
+    return [(int(x), int(y)) for x, y in np.rint(xy)]
+
+
 def _pt(p) -> Tuple[int, int]:
-    x, y = np.clip(np.nan_to_num(np.asarray(p, dtype=np.float64), nan=-1e4), -1e4, 1e4)
-    return int(round(x)), int(round(y))
+    return _pixels(p)[0]
+
+
+# Drawing colours as 0..255 tuples, computed once.
+_BONE_RGB = tuple(tuple(int(255 * v) for v in c) for c in BONE_COLOURS)
+_JOINT_RGB = tuple(tuple(int(255 * v) for v in CHAIN_COLOURS[JOINT_TO_CHAIN[k]]) for k in range(NUM_JOINTS))
 
 
 def overlay_image(image_rgb: np.ndarray, result: FrameResult, boxes: bool = True) -> np.ndarray:
@@ -194,12 +204,11 @@ def overlay_image(image_rgb: np.ndarray, result: FrameResult, boxes: bool = True
     for p in result.people:
         col = tuple(int(255 * c) for c in track_colour(p.track_id))
         if p.joints_2d is not None:
-            j = np.asarray(p.joints_2d, dtype=np.float64)
-            for (a, b), c in zip(BONES, BONE_COLOURS):
-                cv2.line(img, _pt(j[a]), _pt(j[b]), tuple(int(255 * v) for v in c), th, cv2.LINE_AA)
+            j = _pixels(p.joints_2d)
+            for (a, b), c in zip(BONES, _BONE_RGB):
+                cv2.line(img, j[a], j[b], c, th, cv2.LINE_AA)
             for k in range(NUM_JOINTS):
-                cv2.circle(img, _pt(j[k]), th + 1, tuple(int(255 * v) for v in CHAIN_COLOURS[JOINT_TO_CHAIN[k]]),
-                           -1, cv2.LINE_AA)
+                cv2.circle(img, j[k], th + 1, _JOINT_RGB[k], -1, cv2.LINE_AA)
         b = np.asarray(p.box, dtype=np.float64)
         if boxes:
             cv2.rectangle(img, _pt(b[:2]), _pt(b[2:]), col, th)
