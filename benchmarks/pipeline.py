@@ -36,20 +36,11 @@ from hkmr_ros.messages import marker_array, overlay_image, person_mesh_array  # 
 from hkmr_ros.pipeline import Pipeline, PipelineConfig, decode_msg  # noqa: E402
 from hkmr_ros.ros_types import make_typestore  # noqa: E402
 from hkmr_ros.tracking import TrackingConfig  # noqa: E402
+from machine import cpu_model, usable_cores
 
 SAMPLE_BAG = ROOT / "hkmr_ros" / "data" / "sample" / "people"
 STAGES = ("decode", "detect", "crop", "infer", "track", "smooth", "messages")
 FRAME_NS = 33_333_333
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def load_stretches(bag: Path) -> Dict[int, List[dict]]:
@@ -194,7 +185,7 @@ def main(argv=None) -> int:
         print(f"{n} people, {det}, tracking {'on' if trk else 'off'}: {res['fps']:.1f} frames/s, "
               f"median {res['median']:.1f} ms, p90 {res['p90']:.1f} ms, CPU {res['cpu_median']:.1f} ms/frame, "
               f"stages {', '.join(f'{k} {v:.1f}' for k, v in res['stages'].items())}", flush=True)
-    header = (f"Machine: {cpu_model()}, {len(__import__('os').sched_getaffinity(0))} cores usable; "
+    header = (f"Machine: {cpu_model()}, {usable_cores()} cores usable; "
               f"Python {platform.python_version()}, ONNX Runtime {onnxruntime.__version__} "
               f"({estimator.backend_name}, {args.threads} thread(s)), OpenCV {cv2.__version__}, "
               f"model input {estimator.image_size} px; {args.frames - args.warmup} timed frames per row "

@@ -32,7 +32,6 @@ import argparse
 import copy
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -51,26 +50,10 @@ sys.path.insert(0, str(ROOT))
 import onnxruntime  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
+from machine import cpu_model, usable_cores
 
 DEFAULT_CHECKPOINT = ROOT / "training/weights/hkmr_default/model.pt"
 PARTS = ("encoder", "regressor", "end-to-end")
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 # ----------------------------------------------------------------- networks and parts

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -41,6 +40,7 @@ from training.losses import hkmr_loss  # noqa: E402
 from training.models.encoders import encoder_normalisation  # noqa: E402
 from training.models.mesh_regressor import build_model  # noqa: E402
 from training.train import build_prior, loss_body_model, network_input  # noqa: E402
+from machine import cpu_model
 
 NUM_SAMPLES = 64
 
@@ -59,16 +59,6 @@ def best_rates(fns: Dict[str, Callable[[], None]], batch: int, repeats: int) -> 
             times[name]["wall"].append(time.perf_counter() - wall)
             times[name]["cpu"].append(time.process_time() - cpu)
     return {name: {k: batch / max(min(v), 1e-9) for k, v in t.items()} for name, t in times.items()}
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def make_data(folder: Path, image_size: int):
@@ -192,7 +182,7 @@ def main(argv: List[str] | None = None) -> int:
                 for clock, rate in by_clock.items():
                     rates[clock][name][stage] = rate
     result = {
-        "machine": f"{cpu_name()}, torch {torch.__version__}, {args.threads} threads",
+        "machine": f"{cpu_model()}, torch {torch.__version__}, {args.threads} threads",
         "network": f"{cfg.model.encoder} + {cfg.model.regressor} {cfg.model.regressor_kwargs}, "
                    f"{cfg.data.image_size} px, batch {cfg.optim.batch_size}",
         "samples_per_s": rates,
