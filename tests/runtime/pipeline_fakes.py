@@ -7,12 +7,12 @@ tested without a network. Same surface as hkmr_ros.inference's Estimator.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import List, Optional
+from typing import List
 
 import cv2
 import numpy as np
 
+from hkmr_ros.inference import MeshEstimate
 from hkmr_ros.skeleton import BONES
 
 # SMPL-like rest joints (metres), camera-aligned axes: x right, y down, z away.
@@ -57,16 +57,6 @@ def gt_box(center, height) -> np.ndarray:
     return np.array([j[:, 0].min() - pad, j[:, 1].min() - pad * 1.5, j[:, 0].max() + pad, j[:, 1].max() + pad])
 
 
-@dataclass
-class FakeMesh:
-    pose: np.ndarray
-    rotmat: np.ndarray
-    betas: np.ndarray
-    cam: np.ndarray
-    joints: Optional[np.ndarray] = None
-    vertices: Optional[np.ndarray] = None
-
-
 class FakeEstimator:
     """Fits TEMPLATE_JOINTS to the flat-coloured figure at the centre of each crop.
 
@@ -109,7 +99,7 @@ class FakeEstimator:
         s = s_px / (res / 2.0)
         return np.array([s, pelvis_x / (res / 2.0) - 1.0, pelvis_y / (res / 2.0) - 1.0])
 
-    def estimate(self, crops) -> List[FakeMesh]:
+    def estimate(self, crops) -> List[MeshEstimate]:
         import time
         self.calls += 1
         if self.delay_s:
@@ -129,7 +119,7 @@ class FakeEstimator:
             verts = None
             if self.faces is not None:
                 verts = TEMPLATE_JOINTS[:4].astype(np.float32)
-            out.append(FakeMesh(pose=matrix_to_axis_angle(rot).reshape(72).astype(np.float32),
+            out.append(MeshEstimate(pose=matrix_to_axis_angle(rot).reshape(72).astype(np.float32),
                                 rotmat=rot.astype(np.float32), betas=np.zeros(10, np.float32),
                                 cam=cam.astype(np.float32), joints=TEMPLATE_JOINTS.astype(np.float32),
                                 vertices=verts))
