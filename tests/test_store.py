@@ -18,10 +18,12 @@ from training.datasets.store import (
     create_store,
     generator_config,
     read_store_manifest,
+    ready_samples,
     render_store,
     resize_uint8,
     shard_files,
 )
+from training.datasets.store import main as store_main
 from training.datasets.synthetic import LABEL_KEYS, SyntheticGenerator
 from training.train import train
 
@@ -64,7 +66,7 @@ def test_sample_equals_its_freshly_rendered_twin(store):
     assert item["img"].dtype == torch.uint8 and item["img"].shape == (3, SIZE, SIZE)
 
 
-def test_resumed_and_multiprocess_rendering_give_the_same_bytes(store, tmp_path):
+def test_resumed_and_multiprocess_rendering_give_the_same_bytes(store, tmp_path, capsys):
     body, root = store
     reference = {s: shard_files(root, s)["images"].read_bytes() for s in range(3)}
     # two processes, interrupted after shard 1 (its labels missing), then resumed
@@ -76,6 +78,9 @@ def test_resumed_and_multiprocess_rendering_give_the_same_bytes(store, tmp_path)
     manifest = read_store_manifest(tmp_path / "p")
     assert complete_shards(tmp_path / "p", manifest) == [0]
     assert len(StoreDataset(tmp_path / "p")) == 4  # only the gap-free prefix of complete shards
+    assert ready_samples(tmp_path / "p", manifest) == 4
+    assert store_main(["info", str(tmp_path / "p"), "--ready"]) == 0
+    assert capsys.readouterr().out.strip() == "4"
     render_store(tmp_path / "p", 10, seed=5, image_size=SIZE, shard_size=4, body_model_file=str(body), progress=False)
     for s in range(3):
         assert shard_files(tmp_path / "p", s)["images"].read_bytes() == reference[s]

@@ -115,6 +115,22 @@ def test_resume_continues_exactly(tiny, tmp_path):
     assert any(not torch.equal(c["model"][k], b["model"][k]) for k in b["model"])
 
 
+def test_init_checkpoint_starts_from_its_weights(tiny, tmp_path):
+    first = train(tiny_config(tiny, "optim.steps=2", "log.checkpoint_every=2"), tmp_path / "first")
+    # another seed would initialise differently; the weights of the first run win, and step is 0
+    cfg = tiny_config(tiny, "optim.steps=0", "seed=5", f"model.init_checkpoint={first.checkpoint}")
+    started = train(cfg, tmp_path / "second")
+    assert started.step == 0
+    for key, value in first.model.state_dict().items():
+        assert torch.equal(started.model.state_dict()[key], value), key
+    with pytest.raises(FileNotFoundError, match="no_such.pt"):
+        train(tiny_config(tiny, f"model.init_checkpoint={tmp_path / 'no_such.pt'}"), tmp_path / "x")
+    other = tiny_config(tiny, "optim.steps=0", "model.regressor=hmr", "model.regressor_kwargs={}",
+                        f"model.init_checkpoint={first.checkpoint}")
+    with pytest.raises(ValueError, match="does not fit"):
+        train(other, tmp_path / "y")
+
+
 def test_resume_needs_a_checkpoint(tiny, tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         train(tiny_config(tiny), tmp_path / "empty", resume=True)

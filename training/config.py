@@ -23,6 +23,9 @@ class ModelConfig:
     encoder: str = "resnet50"
     regressor: str = "hkmr"  # 'hkmr' | 'hmr'
     encoder_weights: Optional[str] = None  # local file of ImageNet weights; None = random init
+    # a released model.pt or a run's checkpoint whose network weights a fresh run starts from
+    # (fine-tuning; supersedes encoder_weights); ignored by --resume, which loads its own checkpoint
+    init_checkpoint: Optional[str] = None
     rotation: str = "6d"  # rotation representation the regressor predicts
     body_model: Optional[str] = None  # SMPL-format file; None = $HKMR_SMPL_MODEL or the open default
     # passed to the regressor as keyword arguments, e.g. HKMR's ablations

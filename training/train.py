@@ -482,6 +482,20 @@ def check_config(cfg: Config, proc: Process) -> None:
                          "(set optim.frozen_steps=0 to keep them frozen)")
 
 
+def load_initial_weights(model: nn.Module, path: str) -> None:
+    """Start a fresh run from the network weights of a released model.pt or a run checkpoint
+    (both store them under 'model'); the architecture must match exactly."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"model.init_checkpoint: no such file {path}")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(state, dict) or "model" not in state:
+        raise ValueError(f"model.init_checkpoint {path}: not a checkpoint (no 'model' state dict)")
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        raise ValueError(f"model.init_checkpoint {path} does not fit model.* of this config: {err}") from None
+
+
 def build_run(cfg: Config, proc: Process) -> Run:
     """Network, body model, prior, optimisers and SMPLify of a fresh run (seeded)."""
     from training.body.body_model import load_body_model
@@ -494,6 +508,8 @@ def build_run(cfg: Config, proc: Process) -> Run:
     seed_everything(cfg.seed)
     device = proc.device
     model = build_model(cfg.model).to(device)
+    if cfg.model.init_checkpoint:
+        load_initial_weights(model, cfg.model.init_checkpoint)
     if cfg.optim.channels_last:
         model = model.to(memory_format=torch.channels_last)
     body_model = load_body_model(cfg.model.body_model).to(device)

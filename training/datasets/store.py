@@ -17,7 +17,7 @@ so a shard whose labels file exists is complete.
 CLI:
     python -m training.datasets.store render --out DIR --num N --seed S [--image-size 128]
         [--shard-size 500] [--processes 2] [--msaa 4]
-    python -m training.datasets.store info DIR
+    python -m training.datasets.store info DIR [--ready]
 """
 from __future__ import annotations
 
@@ -137,6 +137,17 @@ def complete_shards(root: Union[str, Path], manifest: Dict) -> List[int]:
     return [s for s in range(n) if shard_files(root, s)["labels"].is_file()]
 
 
+def ready_samples(root: Union[str, Path], manifest: Dict) -> int:
+    """Samples in the gap-free prefix of complete shards: what a `StoreDataset` can read while
+    other shards are still being rendered."""
+    ranges = shard_ranges(manifest["count"], manifest["shard_size"])
+    done = complete_shards(root, manifest)
+    prefix = 0
+    while prefix < len(done) and done[prefix] == prefix:
+        prefix += 1
+    return sum(len(ranges[s]) for s in range(prefix))
+
+
 def render_worker(root: str, worker: int, processes: int, progress: bool = True) -> int:
     """Render the missing shards `worker, worker + processes, ...` of the store in `root`."""
     from training.body.body_model import load_body_model
@@ -210,12 +221,7 @@ class StoreDataset(torch.utils.data.Dataset):
         self.manifest = read_store_manifest(self.root)
         self.augment = augment
         self.image_size = int(self.manifest["image_size"])
-        ranges = shard_ranges(self.manifest["count"], self.manifest["shard_size"])
-        done = complete_shards(self.root, self.manifest)
-        prefix = 0  # only a gap-free prefix of shards defines the sample indices
-        while prefix < len(done) and done[prefix] == prefix:
-            prefix += 1
-        available = sum(len(ranges[s]) for s in range(prefix))
+        available = ready_samples(self.root, self.manifest)  # a gap-free prefix defines the indices
         if num_samples is None or num_samples <= 0:
             num_samples = available
         if num_samples > available or num_samples == 0:
@@ -287,6 +293,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     r.add_argument("--model", help="SMPL-format body model file (default: $HKMR_SMPL_MODEL or anny-smpl)")
     i = sub.add_parser("info", help="print a store's manifest and how many shards are complete")
     i.add_argument("root")
+    i.add_argument("--ready", action="store_true",
+                   help="print only the number of samples a training run can read now")
     args = parser.parse_args(argv)
     try:
         if args.command == "render":
@@ -297,6 +305,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                   f"{time.perf_counter() - start:.0f} s")
         else:
             m = read_store_manifest(args.root)
+            if args.ready:
+                print(ready_samples(args.root, m))
+                return 0
             done = complete_shards(args.root, m)
             n = len(shard_ranges(m["count"], m["shard_size"]))
             print(json.dumps({**m, "complete_shards": len(done), "shards": n}, indent=2))
