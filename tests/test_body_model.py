@@ -108,12 +108,13 @@ def test_keypoint_vertices_are_on_the_right_body_parts(body):
 
 def test_joint_sets(body):
     out = body(0.3 * torch.randn(2, 72), torch.randn(2, 10))
-    sizes = {"smpl24": 24, "spin24": 24, "h36m17": 17, "coco17": 17, "lsp14": 14}
+    sizes = {"smpl24": 24, "spin24": 24, "h36m17": 17, "coco17": 17, "lsp14": 14, "limbs12": 12}
     assert set(sizes) == set(JOINT_SETS)
     for name, size in sizes.items():
         assert body.joint_set(name, out).shape == (2, size, 3)
     assert torch.equal(body.joint_set("smpl24", out), out.joints)
     assert torch.allclose(body.joint_set("lsp14", out), body.joint_set("spin24", out)[:, :14])
+    assert torch.equal(body.joint_set("limbs12", out), body.joint_set("lsp14", out)[:, :12])
     h36m = body.joint_set("h36m17", out)
     assert torch.allclose(h36m[:, 0], (out.joints[:, 1] + out.joints[:, 2]) / 2)
     with pytest.raises(ValueError, match="spin24"):

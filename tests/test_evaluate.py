@@ -217,7 +217,7 @@ def test_constant_skeleton_is_the_mean_of_the_aligned_truth():
 
     g = torch.Generator().manual_seed(0)
     truth = {s: [(torch.randn(5, n, 3, generator=g), torch.ones(5, n, dtype=torch.bool))]
-             for s, n in (("h36m17", 17), ("lsp14", 14))}
+             for s, n in (("h36m17", 17), ("lsp14", 14), ("limbs12", 12))}
     scores = evaluate.constant_skeleton_scores(truth)
     joints = truth["h36m17"][0][0]
     mean = root_align(joints, "h36m17").mean(0, keepdim=True).expand(5, -1, -1)

@@ -1,7 +1,7 @@
 """Evaluation entry point: `python -m training.evaluate --checkpoint CKPT --data synthetic:DIR ...`.
 
 Scores one or more trained checkpoints side by side (HKMR against HMR, or the ablations) on the
-same samples: MPJPE and PA-MPJPE in millimetres on Human3.6M-17 and LSP-14 joints, per-joint
+same samples: MPJPE and PA-MPJPE in millimetres on Human3.6M-17, LSP-14 and LSP-14's 12 limb joints, per-joint
 errors, and optionally the occlusion protocol of the paper's section 4 (Sárándi et al.): one
 occluder of a kind and degree of occlusion (DoC) centred on one 2D joint at a time, MPJPE averaged
 over the occluded joints and the samples. Writes `results.json`, `results.md` and one plot of MPJPE
@@ -29,8 +29,8 @@ from training.metrics import M_TO_MM, masked_mean, per_joint_errors
 from training.occlusion import DOC_LEVELS, OCCLUDER_KINDS, occluder_mask, random_texture
 
 CROP_SIZE = 224
-JOINT_SETS = ("h36m17", "lsp14")
-JOINT_SET_TITLES = {"h36m17": "H36M-17", "lsp14": "LSP-14"}
+JOINT_SETS = ("h36m17", "lsp14", "limbs12")
+JOINT_SET_TITLES = {"h36m17": "H36M-17", "lsp14": "LSP-14", "limbs12": "Limbs-12"}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 GREY = (0.5, 0.5, 0.5)  # the occluders' fill unless --fill texture: a flat mid-grey
@@ -178,6 +178,7 @@ def ground_truth(batch: Dict[str, Any], body_model: nn.Module,
 
     H36M-17: the sample's `joints_h36m17`, else the body model on its SMPL parameters.
     LSP-14: the sample's 3D joints (spin24 starts with LSP-14), else the body model.
+    Limbs-12: the first 12 of LSP-14 (no neck and head top).
     """
     has_smpl = batch["has_smpl"].to(device) > 0.5
     b = has_smpl.shape[0]
@@ -194,6 +195,7 @@ def ground_truth(batch: Dict[str, Any], body_model: nn.Module,
     joints = torch.where(use_3d[:, None, None], joints_3d[..., :3], from_smpl["lsp14"])
     mask = torch.where(use_3d[:, None], has_3d, has_smpl[:, None].expand(b, 14))
     gt["lsp14"] = (joints, mask)
+    gt["limbs12"] = (joints[:, :12], mask[:, :12])
     return gt
 
 
@@ -429,7 +431,7 @@ def markdown_report(results: Dict[str, Any]) -> str:
     """results.md: per dataset, methods x metrics, per-joint MPJPE, and the occlusion table."""
     lines = ["# Evaluation results", "",
              "MPJPE: mean per-joint position error in mm after root alignment (H36M-17: pelvis; "
-             "LSP-14: hips' midpoint). PA-MPJPE: after similarity Procrustes alignment. "
+             "LSP-14 and its 12 limb joints, Limbs-12: hips' midpoint). PA-MPJPE: after similarity Procrustes alignment. "
              "See docs/evaluation.md.", ""]
     for ds, res in results["datasets"].items():
         lines += [f"## {ds} ({res['num_samples']} samples)", ""]

@@ -18,8 +18,9 @@ Root = Union[str, Sequence[int], None]
 M_TO_MM = 1000.0
 
 # Joints whose mean is the root that MPJPE aligns on, per joint set: Human3.6M-17's pelvis is joint 0;
-# LSP-14 has no pelvis, so the midpoint of its right (2) and left (3) hips stands in (HMR's convention).
-ROOT_JOINTS = {"h36m17": (0,), "lsp14": (2, 3), "spin24": (14,), "smpl24": (0,)}
+# LSP-14 has no pelvis, so the midpoint of its right (2) and left (3) hips stands in (HMR's convention);
+# its 12 limb joints (limbs12) are its first 12, so the same two.
+ROOT_JOINTS = {"h36m17": (0,), "lsp14": (2, 3), "limbs12": (2, 3), "spin24": (14,), "smpl24": (0,)}
 
 
 def _linalg(x: Array):

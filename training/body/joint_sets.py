@@ -77,6 +77,11 @@ LSP14: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
     ("head_top", ("head_top",)),
 )
 
+# The 12 limb joints of LSP-14 (hips, knees, ankles, shoulders, elbows, wrists; no neck, no head):
+# the joints that off-the-shelf 2D/3D pose estimators share with SMPL, so methods that predict
+# different skeletons can be compared on them (aligned on the hips' midpoint, like LSP-14).
+LIMBS12: Tuple[Tuple[str, Tuple[str, ...]], ...] = LSP14[:12]
+
 # SPIN's J24: LSP-14, then pelvis, thorax, spine, jaw, head (the H36M-derived ones), face.
 SPIN24: Tuple[Tuple[str, Tuple[str, ...]], ...] = LSP14 + (
     ("pelvis", _H36M["pelvis"]),
@@ -108,6 +113,7 @@ JOINT_SETS: Dict[str, Tuple[Tuple[str, Tuple[str, ...]], ...]] = {
     "h36m17": H36M17,
     "coco17": COCO17,
     "lsp14": LSP14,
+    "limbs12": LIMBS12,
 }
 
 
