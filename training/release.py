@@ -7,8 +7,9 @@ size); the runtime and the demo need neither. The released file loads with
     python -m training.release --checkpoint runs/synthetic_hkmr/checkpoint_00001200.pt \
         --out training/weights/hkmr_default [--max-mb 25] [--relocate /scratch/acc=data ...]
 
-`--relocate OLD=NEW` rewrites the data paths of the stored config (`data.*`) that start with OLD,
-so that shipped weights name the documented folders rather than the machine the run used.
+`--relocate OLD=NEW` rewrites the data paths of the stored config (`data.*`, and the weights a
+run started from, `model.init_checkpoint`) that start with OLD, so that shipped weights name the
+documented folders rather than the machine the run used.
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ from training.config import config_from_dict, save_config
 
 
 def relocate_paths(config: Dict[str, Any], moves: Sequence[Tuple[str, str]]) -> Dict[str, Any]:
-    """A copy of a config dict whose `data` string values starting with OLD start with NEW instead."""
+    """A copy of a config dict whose `data` string values (and `model.init_checkpoint`) starting
+    with OLD start with NEW instead."""
     def move(value):
         if isinstance(value, str):
             for old, new in moves:
@@ -36,6 +38,8 @@ def relocate_paths(config: Dict[str, Any], moves: Sequence[Tuple[str, str]]) -> 
         return value
     out = dict(config)
     out["data"] = {k: move(v) for k, v in config.get("data", {}).items()}
+    if "model" in config:
+        out["model"] = {k: move(v) if k == "init_checkpoint" else v for k, v in config["model"].items()}
     return out
 
 
