@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The ImageNet-initialised protocol of docs/results.md ("Pretrained encoder"): a pre-rendered store,
 # HKMR against HMR with the same EfficientNet-Lite0 encoder and budget (two seeds each, to show the
-# run-to-run noise), the occlusion protocol and the ablations at that budget, all evaluated beside
+# run-to-run noise), the default weights' second stage, the occlusion protocol and the ablations at
+# that budget, all evaluated beside
 # the two baselines on a held-out test set (seed 2, never trained on). Resumable: rerun after an
 # interruption (the store renders only its missing shards, `--resume` continues a run exactly).
 # On the 2-core development CPU one run of lite0_store_hkmr.yaml (2,000 steps of 32) takes hours;
@@ -42,6 +43,19 @@ wait
   --checkpoint "$(last "$RUNS/lite0_hkmr")" --checkpoint "$(last "$RUNS/lite0_hkmr_seed1")" \
   --checkpoint "$(last "$RUNS/lite0_hmr")" --checkpoint "$(last "$RUNS/lite0_hmr_seed1")" \
   --data "synthetic:$DATA/synthetic/test" --workers 1 --out outputs/eval_pretrained
+
+# The default weights' second stage: the HKMR run continued (model.init_checkpoint) on people it
+# has not seen, a store of seed 3 (docs/results.md; there it was rendered while it trained,
+# scripts/train_growing_store.sh)
+STORE2="$DATA/store/train_s3_128"
+"$PY" -m training.datasets.store render --out "$STORE2" --num "${NUM2:-100000}" --seed 3 --image-size 128 --processes "$STORE_PROCESSES"
+LONG="$RUNS/lite0_hkmr_long"
+long_resume=(); [ -n "$(ls "$LONG"/checkpoint_*.pt 2>/dev/null)" ] && long_resume=(--resume)
+"$PY" -m training.train --config training/configs/lite0_store_hkmr_long.yaml --out "$LONG" "${long_resume[@]}" \
+  --set "data.store_roots=[$STORE2]" --set "data.val_root=$DATA/synthetic/val" \
+  --set "model.init_checkpoint=$(last "$RUNS/lite0_hkmr")" --set optim.steps="${STEPS2:-5600}" --set optim.threads=1
+"$PY" -m training.evaluate --names "HKMR stage 2" "HKMR stage 1" --checkpoint "$(last "$LONG")" \
+  --checkpoint "$(last "$RUNS/lite0_hkmr")" --data "synthetic:$DATA/synthetic/test" --workers 1 --out outputs/eval_stage2
 
 # Occlusion protocol (bar, circle, rectangle; DoC 1-5; every joint), the paper's figure 6
 "$PY" -m training.evaluate --names HKMR HMR --checkpoint "$(last "$RUNS/lite0_hkmr")" --checkpoint "$(last "$RUNS/lite0_hmr")" \
