@@ -53,7 +53,7 @@ LONG="$RUNS/lite0_hkmr_long"
 long_resume=(); [ -n "$(ls "$LONG"/checkpoint_*.pt 2>/dev/null)" ] && long_resume=(--resume)
 "$PY" -m training.train --config training/configs/lite0_store_hkmr_long.yaml --out "$LONG" "${long_resume[@]}" \
   --set "data.store_roots=[$STORE2]" --set "data.val_root=$DATA/synthetic/val" \
-  --set "model.init_checkpoint=$(last "$RUNS/lite0_hkmr")" --set optim.steps="${STEPS2:-5600}" --set optim.threads=1
+  --set "model.init_checkpoint=$(last "$RUNS/lite0_hkmr")" --set optim.steps="${STEPS2:-6500}" --set optim.threads=1
 "$PY" -m training.evaluate --names "HKMR stage 2" "HKMR stage 1" --checkpoint "$(last "$LONG")" \
   --checkpoint "$(last "$RUNS/lite0_hkmr")" --data "synthetic:$DATA/synthetic/test" --workers 1 --out outputs/eval_stage2
 

@@ -82,6 +82,16 @@ def test_validation_hook_reports_mpjpe(tiny, tmp_path):
     result = train(tiny_config(tiny, "optim.steps=2", f"data.val_root={data}", "log.val_every=1"), tmp_path / "run")
     assert set(result.metrics) == {"mpjpe", "pa_mpjpe"}
     assert 0 < result.metrics["pa_mpjpe"] < result.metrics["mpjpe"] < 1e4  # mm; Procrustes can only help
+    # the run's curves, as training.plot_run reads and draws them
+    from training import plot_run
+
+    curves = plot_run.read_scalars(tmp_path / "run")
+    steps, values = curves["val/mpjpe"]
+    assert list(steps) == [1, 2] and np.isclose(values[-1], result.metrics["mpjpe"], rtol=1e-5)
+    assert plot_run.main([str(tmp_path / "run"), "--out", str(tmp_path / "curves.png")]) == 0
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plot_run.main([str(tmp_path / "nothing"), "--out", str(tmp_path / "x.png")]) == 1
+    assert np.allclose(plot_run.running_mean(np.array([1.0, 3.0, 5.0]), 2), [1.0, 2.0, 4.0])
 
 
 def test_loss_decreases_on_a_repeated_batch(tiny, tmp_path):
