@@ -3,8 +3,8 @@
 # HKMR against HMR with the same EfficientNet-Lite0 encoder and budget (two seeds each, to show the
 # run-to-run noise), the default weights' second stage, the occlusion protocol and the ablations at
 # that budget, all evaluated beside the two baselines on a held-out test set (seed 2, never
-# trained on). Resumable: rerun after an
-# interruption (the store renders only its missing shards, `--resume` continues a run exactly).
+# trained on). Resumable: rerun after an interruption (the store renders only its missing shards,
+# `--resume` continues a run exactly).
 # On the 2-core development CPU one run of lite0_store_hkmr.yaml (2,000 steps of 32) takes hours;
 # this script is written for a bigger machine: STORE_PROCESSES renderers, RUNS_AT_ONCE trainings.
 set -euo pipefail

@@ -1,8 +1,8 @@
 """Evaluation entry point: `python -m training.evaluate --checkpoint CKPT --data synthetic:DIR ...`.
 
 Scores one or more trained checkpoints side by side (HKMR against HMR, or the ablations) on the
-same samples: MPJPE and PA-MPJPE in millimetres on Human3.6M-17, LSP-14 and LSP-14's 12 limb joints, per-joint
-errors, and optionally the occlusion protocol of the paper's section 4 (Sárándi et al.): one
+same samples: MPJPE and PA-MPJPE in millimetres on Human3.6M-17, LSP-14 and LSP-14's 12 limb
+joints, per-joint errors, and optionally the occlusion protocol of the paper's section 4 (Sárándi et al.): one
 occluder of a kind and degree of occlusion (DoC) centred on one 2D joint at a time, MPJPE averaged
 over the occluded joints and the samples. Writes `results.json`, `results.md` and one plot of MPJPE
 against DoC per dataset (the paper's figure 6) to `--out`. See docs/evaluation.md.
@@ -66,15 +66,10 @@ def _checkpoint_config(path: Path, ckpt: Dict[str, Any]) -> Config:
 
 def load_method(checkpoint: str | Path, name: str, device: torch.device) -> Method:
     """Build the network of a checkpoint from its config and load its weights, in eval mode."""
-    from training.models.mesh_regressor import build_model
+    from training.models.mesh_regressor import build_model, read_checkpoint
 
     path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    # weights_only=False: train.py's checkpoints also hold RNG states; a checkpoint is a trusted file
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(ckpt, dict) or "model" not in ckpt:
-        raise ValueError(f"{path} is not a training checkpoint: expected a dict with a 'model' state dict")
+    ckpt = read_checkpoint(path)
     cfg = _checkpoint_config(path, ckpt)
     cfg.model.encoder_weights = None  # every weight comes from the checkpoint
     model = build_model(cfg.model)

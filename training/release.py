@@ -22,6 +22,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import torch
 
 from training.config import config_from_dict, save_config
+from training.models.mesh_regressor import read_checkpoint
 
 
 def relocate_paths(config: Dict[str, Any], moves: Sequence[Tuple[str, str]]) -> Dict[str, Any]:
@@ -46,10 +47,8 @@ def relocate_paths(config: Dict[str, Any], moves: Sequence[Tuple[str, str]]) -> 
 def release(checkpoint: Path, out_dir: Path, max_mb: float = 25.0,
             relocate: Sequence[Tuple[str, str]] = ()) -> Path:
     """Write `out_dir/model.pt` and `out_dir/config.yaml`; raise if the weights exceed `max_mb`."""
-    if not checkpoint.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    if not isinstance(ckpt, dict) or "model" not in ckpt or not isinstance(ckpt.get("config"), dict):
+    ckpt = read_checkpoint(checkpoint)
+    if not isinstance(ckpt.get("config"), dict):
         raise ValueError(f"{checkpoint} is not a training checkpoint (expected 'model' and 'config')")
     config = relocate_paths(ckpt["config"], relocate)
     cfg = config_from_dict(config, str(checkpoint))

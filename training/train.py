@@ -485,11 +485,9 @@ def check_config(cfg: Config, proc: Process) -> None:
 def load_initial_weights(model: nn.Module, path: str) -> None:
     """Start a fresh run from the network weights of a released model.pt or a run checkpoint
     (both store them under 'model'); the architecture must match exactly."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"model.init_checkpoint: no such file {path}")
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(state, dict) or "model" not in state:
-        raise ValueError(f"model.init_checkpoint {path}: not a checkpoint (no 'model' state dict)")
+    from training.models.mesh_regressor import read_checkpoint
+
+    state = read_checkpoint(path)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as err:

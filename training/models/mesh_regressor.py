@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import inspect
-from typing import Dict
+from pathlib import Path
+from typing import Any, Dict, Union
 
 import torch
 from torch import nn
@@ -43,3 +44,16 @@ def build_model(cfg: ModelConfig) -> MeshRegressor:
     encoder = build_encoder(cfg.encoder, cfg.encoder_weights)
     regressor = regressor_cls(encoder.out_dim, rotation=cfg.rotation, **cfg.regressor_kwargs)
     return MeshRegressor(encoder, regressor)
+
+
+def read_checkpoint(path: Union[str, Path]) -> Dict[str, Any]:
+    """A training checkpoint or a released model.pt as its dict, the network's weights under
+    'model'. FileNotFoundError names a missing file; anything else raises ValueError."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    # weights_only=False: train.py's checkpoints also hold RNG states; a checkpoint is a trusted file
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise ValueError(f"{path} is not a training checkpoint: expected a dict with a 'model' state dict")
+    return ckpt
