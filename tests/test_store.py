@@ -2,6 +2,7 @@
 splits over processes with identical bytes, and training resumes bit-identically from a store."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +95,22 @@ def test_store_settings_are_checked(store, tmp_path):
         StoreDataset(root, num_samples=11)
     with pytest.raises(FileNotFoundError, match="no store manifest"):
         StoreDataset(tmp_path / "missing")
+    with pytest.raises(ValueError, match="other settings"):
+        create_store(root, 10, seed=5, image_size=SIZE, shard_size=4, body_model_file=str(body), bystander_prob=0.5)
+    with pytest.raises(ValueError, match="probability"):
+        create_store(tmp_path / "b", 10, seed=5, image_size=SIZE, bystander_prob=1.5)
+
+
+def test_store_written_before_an_option_existed_still_resumes(store, tmp_path):
+    body, root = store
+    old = tmp_path / "old"
+    old.mkdir()
+    manifest = json.loads((root / "manifest.json").read_text())
+    for key in ("bystander_prob", "bystander_depth_gap", "bystander_offset"):
+        del manifest["generator"][key]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    resumed = create_store(old, 10, seed=5, image_size=SIZE, shard_size=4, body_model_file=str(body))
+    assert resumed["generator"]["bystander_prob"] == 0.0
 
 
 def store_config(store, *extra):

@@ -192,6 +192,60 @@ def test_mask_covers_visible_keypoints(samples):
     assert covered >= 0.9 * total
 
 
+@pytest.fixture(scope="module")
+def bystander_samples(body_model):
+    """Samples 0-3 of seed 7 (the `samples` fixture's people), each with a bystander."""
+    cfg = GeneratorConfig(bystander_prob=1.0)
+    return SyntheticGenerator(body_model, seed=7, cfg=cfg).generate(range(4))
+
+
+def test_bystanders_leave_the_person_and_its_labels_unchanged(samples, bystander_samples):
+    label_keys = ("pose", "betas", "joints_spin24", "joints_h36m17", "center", "scale", "crop_K")
+    for alone, crowded in zip(samples, bystander_samples):
+        for key in label_keys:
+            assert np.array_equal(alone[key], crowded[key]), key
+        assert not np.array_equal(alone["img"], crowded["img"])  # the bystander is in the crop
+        # a bystander in front hides part of the person: never more of it, nor more keypoints, is seen
+        assert not (crowded["mask"] & ~alone["mask"]).any()
+        assert not ((crowded["keypoints_2d"][:, 2] > 0) & (alone["keypoints_2d"][:, 2] == 0)).any()
+        assert np.array_equal(alone["keypoints_2d"][:, :2], crowded["keypoints_2d"][:, :2])
+
+def test_bystander_in_front_hides_part_of_the_person(body_model):
+    alone = SyntheticGenerator(body_model, seed=7).generate([22])[0]
+    crowded = SyntheticGenerator(body_model, seed=7, cfg=GeneratorConfig(bystander_prob=1.0)).generate([22])[0]
+    hidden = alone["mask"] & ~crowded["mask"]  # sample 22 of seed 7 draws its bystander in front
+    assert hidden.sum() > 0.1 * alone["mask"].sum()
+    assert (crowded["keypoints_2d"][:, 2] < alone["keypoints_2d"][:, 2]).sum() >= 3
+
+
+def test_samples_without_a_bystander_are_unchanged(body_model):
+    indices = [2, 3, 4, 5]
+    alone = SyntheticGenerator(body_model, seed=7).generate(indices)
+    generator = SyntheticGenerator(body_model, seed=7, cfg=GeneratorConfig(bystander_prob=0.5))
+    draws = generator._bystander_draws(indices)
+    assert 0 < sum(d is None for d in draws) < len(indices)  # both kinds among these four (seed 7)
+    for draw, single, sample in zip(draws, alone, generator.generate(indices)):
+        assert (sample["img"].tobytes() == single["img"].tobytes()) == (draw is None)
+        assert np.array_equal(sample["keypoints_2d"][:, :2], single["keypoints_2d"][:, :2])
+
+
+def test_bystander_stands_beside_the_person_and_never_interpenetrates():
+    cfg = GeneratorConfig()
+    camera = Camera(fx=500.0, fy=500.0, cx=320.0, cy=240.0, width=640, height=480)
+    rng = np.random.default_rng(0)
+    fronts = 0
+    for depth in (1.5, 2.5, 6.0):
+        for _ in range(50):
+            placed = synthetic.place_bystander(rng, cfg, camera, np.array([320.0, 240.0]), depth, 200.0)
+            gap = abs(placed.translation[2] - depth)
+            assert cfg.bystander_depth_gap[0] <= gap <= cfg.bystander_depth_gap[1]
+            assert placed.translation[2] >= 1.0 and placed.in_front == (placed.translation[2] < depth)
+            sideways = abs(placed.translation[0] / placed.translation[2] * 500.0) / 200.0
+            assert cfg.bystander_offset[0] - 1e-9 <= sideways <= cfg.bystander_offset[1] + 1e-9
+            fronts += placed.in_front
+    assert 0 < fronts < 150
+
+
 def test_pose_orientation_and_shape_are_random(samples):
     poses = np.stack([s["pose"] for s in samples])
     betas = np.stack([s["betas"] for s in samples])

@@ -65,15 +65,17 @@ def resize_uint8(images: np.ndarray, size: int) -> np.ndarray:
 # ---------------------------------------------------------------- writing
 
 def create_store(out: Union[str, Path], num: int, seed: int, image_size: int, shard_size: int = 500,
-                 msaa_samples: int = 4, body_model_file: Optional[str] = None) -> Dict:
+                 msaa_samples: int = 4, body_model_file: Optional[str] = None, bystander_prob: float = 0.0) -> Dict:
     """Write (or check against) the manifest of a store; returns it. An existing store with other
     settings raises ValueError, so a resumed render cannot mix two datasets."""
     from training.datasets.synthetic import GeneratorConfig
 
     if num < 1 or shard_size < 1 or image_size < 8:
         raise ValueError(f"num, shard_size must be positive and image_size >= 8, got {num}, {shard_size}, {image_size}")
+    if not 0.0 <= bystander_prob <= 1.0:
+        raise ValueError(f"bystander_prob is a probability in [0, 1], got {bystander_prob}")
     root = Path(out)
-    cfg = dataclasses.replace(GeneratorConfig(), msaa_samples=msaa_samples)
+    cfg = GeneratorConfig(msaa_samples=msaa_samples, bystander_prob=bystander_prob)
     manifest = {
         "format": FORMAT_NAME, "version": FORMAT_VERSION, "seed": int(seed), "count": int(num),
         "image_size": int(image_size), "shard_size": int(shard_size),
@@ -83,6 +85,8 @@ def create_store(out: Union[str, Path], num: int, seed: int, image_size: int, sh
     path = root / "manifest.json"
     if path.is_file():
         existing = json.loads(path.read_text())
+        # a store written before a generator option existed was rendered with its default
+        existing["generator"] = json.loads(json.dumps(dataclasses.asdict(generator_config(existing))))
         if existing != manifest:
             diff = sorted(k for k in manifest if existing.get(k) != manifest[k])
             raise ValueError(f"{path} exists with other settings ({', '.join(diff)}); use another folder")
@@ -173,10 +177,10 @@ def render_worker(root: str, worker: int, processes: int, progress: bool = True)
 
 def render_store(out: Union[str, Path], num: int, seed: int, image_size: int, shard_size: int = 500,
                  processes: int = 1, msaa_samples: int = 4, body_model_file: Optional[str] = None,
-                 progress: bool = True) -> Dict:
+                 progress: bool = True, bystander_prob: float = 0.0) -> Dict:
     """Create (or resume) a store and render its missing shards with `processes` processes
     (each its own EGL context). Returns the manifest."""
-    manifest = create_store(out, num, seed, image_size, shard_size, msaa_samples, body_model_file)
+    manifest = create_store(out, num, seed, image_size, shard_size, msaa_samples, body_model_file, bystander_prob)
     if processes <= 1:
         render_worker(str(out), 0, 1, progress)
     else:
@@ -291,6 +295,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     r.add_argument("--processes", type=int, default=1, help="render processes (one EGL context each)")
     r.add_argument("--msaa", type=int, default=4, help="multisampling of the renderer")
     r.add_argument("--model", help="SMPL-format body model file (default: $HKMR_SMPL_MODEL or anny-smpl)")
+    r.add_argument("--bystanders", type=float, default=0.0, metavar="P",
+                   help="probability of another person beside the one cropped (default 0)")
     i = sub.add_parser("info", help="print a store's manifest and how many shards are complete")
     i.add_argument("root")
     i.add_argument("--ready", action="store_true",
@@ -300,7 +306,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "render":
             start = time.perf_counter()
             m = render_store(args.out, args.num, args.seed, args.image_size, args.shard_size, args.processes,
-                             args.msaa, args.model)
+                             args.msaa, args.model, bystander_prob=args.bystanders)
             print(f"{args.out}: {len(complete_shards(args.out, m))} complete shards in "
                   f"{time.perf_counter() - start:.0f} s")
         else:

@@ -45,7 +45,7 @@ from training.datasets.crop import (
     denormalise_keypoints,
     normalise_keypoints,
 )
-from training.render import Camera, Light, MeshRenderer
+from training.render import Camera, Light, MeshRenderer, RenderResult
 
 GENERATOR_VERSION = 1
 FORMAT_NAME = "hkmr-synthetic"
@@ -92,6 +92,9 @@ class GeneratorConfig:
     image_background_prob: float = 0.8  # when a background folder is given
     noise_std_max: float = 3.0  # Gaussian pixel noise, std uniform in [0, this]
     visibility_tolerance: float = 0.15  # metres a joint may lie behind the surface seen at its pixel
+    bystander_prob: float = 0.0  # another person in the frame, in front of or behind the one cropped
+    bystander_depth_gap: Tuple[float, float] = (0.8, 2.0)  # metres between the two pelvises
+    bystander_offset: Tuple[float, float] = (0.15, 0.6)  # sideways pelvis offset, fraction of the crop side
     msaa_samples: int = 4
     jpeg_quality: int = 95
     batch_size: int = 32  # body model forward passes per batch
@@ -330,12 +333,30 @@ class SyntheticGenerator:
         elevation = rng.uniform(*cfg.elevation_range)
         return global_orientation(rng.uniform(0.0, 360.0), tuple(tilt), elevation)
 
+    def _bystander_draws(self, indices: Sequence[int]) -> List[Optional[np.random.Generator]]:
+        """Per sample, the generator of its bystander, or None without one. Bystanders draw from
+        `default_rng([seed, index, 3])`, so the samples without one (all, when `bystander_prob`
+        is 0) are the same as without the option."""
+        if self.cfg.bystander_prob <= 0:
+            return [None] * len(indices)
+        rngs = [np.random.default_rng([self.seed, int(i), 3]) for i in indices]
+        return [rng if rng.uniform() < self.cfg.bystander_prob else None for rng in rngs]
+
+    def _bystander_pose_index(self, index: int, rng: np.random.Generator) -> int:
+        """Another sample of `index`'s pose block, whose pose the bystander takes."""
+        block_size = self.cfg.batch_size
+        offset = (int(index) % block_size + int(rng.integers(1, block_size))) % block_size
+        return int(index) // block_size * block_size + offset
+
     def generate(self, indices: Sequence[int]) -> List[Dict[str, np.ndarray]]:
         """Render samples `indices` (each from `default_rng([seed, index])`)."""
         rngs = [np.random.default_rng([self.seed, int(i)]) for i in indices]
-        poses = self._poses(indices).astype(np.float64)
+        bystander_rngs = self._bystander_draws(indices)
+        with_bystander = [(i, rng) for i, rng in zip(indices, bystander_rngs) if rng is not None]
+        pose_indices = [*indices, *(self._bystander_pose_index(i, rng) for i, rng in with_bystander)]
+        poses = self._poses(pose_indices).astype(np.float64)
         params = []
-        for rng, pose in zip(rngs, poses):
+        for rng, pose in zip([*rngs, *(rng for _, rng in with_bystander)], poses):
             pose[:3] = self._global_orientation(rng)
             params.append({"pose": pose, "betas": rng.standard_normal(self.body_model.num_betas)})
         pose = torch.as_tensor(np.stack([p["pose"] for p in params]), dtype=torch.float32)
@@ -346,12 +367,19 @@ class SyntheticGenerator:
             h36m17 = self.body_model.joint_set("h36m17", out).numpy().astype(np.float64)
         vertices = out.vertices.numpy().astype(np.float64)
         pelvis = out.joints[:, 0].numpy().astype(np.float64)
-        return [self._render_sample(rng, p, vertices[b], spin24[b], h36m17[b], pelvis[b])
-                for b, (rng, p) in enumerate(zip(rngs, params))]
+        bystanders: List[Optional[Tuple[np.random.Generator, np.ndarray]]] = []
+        row = len(indices)
+        for rng in bystander_rngs:
+            bystanders.append(None if rng is None else (rng, vertices[row] - pelvis[row]))
+            row += rng is not None
+        return [self._render_sample(rng, params[b], vertices[b], spin24[b], h36m17[b], pelvis[b], bystanders[b])
+                for b, rng in enumerate(rngs)]
 
     def _render_sample(self, rng: np.random.Generator, params: Dict[str, np.ndarray],
-                       vertices: np.ndarray, spin24: np.ndarray, h36m17: np.ndarray,
-                       pelvis: np.ndarray) -> Dict[str, np.ndarray]:
+                       vertices: np.ndarray, spin24: np.ndarray, h36m17: np.ndarray, pelvis: np.ndarray,
+                       bystander: Optional[Tuple[np.random.Generator, np.ndarray]] = None
+                       ) -> Dict[str, np.ndarray]:
+        """One sample; `bystander`: (its generator, its pelvis-centred Vx3 vertices) or None."""
         cfg = self.cfg
         w, h = cfg.frame_width, cfg.frame_height
         fx = w / 2.0 / np.tan(np.deg2rad(rng.uniform(*cfg.fov_range)) / 2.0)
@@ -372,7 +400,14 @@ class SyntheticGenerator:
         background = self._background(rng)
         colours = vertex_colours(self.materials, rng, cfg)
         light = random_light(rng)
-        rendered = self.renderer.render(vertices, colours, crop, background, light)
+        if bystander is None:
+            rendered = self.renderer.render(vertices, colours, crop, background, light)
+        else:
+            side = float(scale) * SCALE_UNIT
+            placed = place_bystander(bystander[0], cfg, camera, np.array([u, v]), depth, side)
+            rendered = self.render_with_bystander(vertices, colours, bystander[1] + placed.translation,
+                                                  vertex_colours(self.materials, bystander[0], cfg),
+                                                  placed.in_front, crop, background, light)
         noise_std = rng.uniform(0.0, cfg.noise_std_max)
         image = rendered.image + rng.standard_normal(rendered.image.shape, dtype=np.float32) * noise_std
         image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
@@ -393,6 +428,46 @@ class SyntheticGenerator:
             "camera_K": camera.matrix.astype(np.float32),
             "crop_K": crop.matrix.astype(np.float32),
         }
+
+
+    def render_with_bystander(self, vertices: np.ndarray, colours: np.ndarray, bystander_vertices: np.ndarray,
+                              bystander_colours: np.ndarray, in_front: bool, camera: Camera,
+                              background: np.ndarray, light: Light) -> RenderResult:
+        """The person and a bystander at a different depth, the farther one drawn first. `mask` and
+        `coverage` are the person's visible part; `depth` is the nearer surface of the two."""
+        if in_front:
+            person = self.renderer.render(vertices, colours, camera, background, light)
+            both = self.renderer.render(bystander_vertices, bystander_colours, camera, person.image, light)
+            coverage = person.coverage * (1.0 - both.coverage)
+            other_depth = both.depth
+        else:
+            behind = self.renderer.render(bystander_vertices, bystander_colours, camera, background, light)
+            both = self.renderer.render(vertices, colours, camera, behind.image, light)
+            person, coverage, other_depth = both, both.coverage, behind.depth
+        return RenderResult(image=both.image, coverage=coverage.astype(np.float32),
+                            depth=np.minimum(person.depth, other_depth))
+
+
+@dataclass(frozen=True)
+class BystanderPlacement:
+    translation: np.ndarray  # (3,) camera-frame position of the bystander's pelvis, metres
+    in_front: bool  # nearer the camera than the person
+
+
+def place_bystander(rng: np.random.Generator, cfg: GeneratorConfig, camera: Camera, pelvis_pixel: np.ndarray,
+                    depth: float, crop_side: float) -> BystanderPlacement:
+    """A bystander beside the person: its pelvis `cfg.bystander_offset` crop sides to the left or
+    right of the person's (and a little up or down) in the image, `cfg.bystander_depth_gap`
+    metres nearer or farther. Nearer only where that leaves it at least 1 m from the camera, so the
+    two bodies never interpenetrate."""
+    gap = rng.uniform(*cfg.bystander_depth_gap)
+    in_front = bool(rng.uniform() < 0.5) and depth - gap >= 1.0
+    bystander_depth = depth - gap if in_front else depth + gap
+    side = -1.0 if rng.uniform() < 0.5 else 1.0
+    pixel = pelvis_pixel + crop_side * np.array([side * rng.uniform(*cfg.bystander_offset), rng.normal(0.0, 0.05)])
+    translation = np.array([(pixel[0] - camera.cx) / camera.fx * bystander_depth,
+                            (pixel[1] - camera.cy) / camera.fy * bystander_depth, bystander_depth])
+    return BystanderPlacement(translation=translation, in_front=in_front)
 
 
 # ---------------------------------------------------------------- shards
@@ -635,14 +710,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--model", help="SMPL-format body model file (default: $HKMR_SMPL_MODEL or anny-smpl)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset in --out")
     parser.add_argument("--contact-sheet", help="also write a PNG of the first 16 samples with keypoints")
+    parser.add_argument("--bystanders", type=float, default=0.0, metavar="P",
+                        help="probability of another person beside the one cropped (default 0)")
     args = parser.parse_args(argv)
 
     from training.body.body_model import load_body_model
     try:
         body_model = load_body_model(args.model)
         start = time.perf_counter()
+        if not 0.0 <= args.bystanders <= 1.0:
+            raise ValueError(f"--bystanders is a probability in [0, 1], got {args.bystanders}")
         manifest = generate_dataset(args.out, args.num, args.seed, body_model, args.backgrounds,
-                                    args.shard_size, overwrite=args.overwrite)
+                                    args.shard_size, GeneratorConfig(bystander_prob=args.bystanders),
+                                    overwrite=args.overwrite)
         seconds = time.perf_counter() - start
     except (FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
