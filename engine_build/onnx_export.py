@@ -32,7 +32,7 @@ import onnxruntime
 import torch
 from torch import nn
 
-from engine_build.body import ExportBody, faces_array
+from engine_build.body import DISPLAY_MESH_FACES, ExportBody, display_faces, faces_array
 from engine_build.rotations import rot6d_to_rotmat, rotmat_to_aa
 from hkmr_ros.inference.model_info import file_sha256
 from training.config import config_to_dict
@@ -278,14 +278,16 @@ def export_onnx(checkpoint: Union[str, Path], out_path: Union[str, Path], body_m
                 vertices: bool = False, opset: int = 17, dynamic_batch: bool = True,
                 static_batch: int = 1, rendered: int = 0, simplifier: bool = True,
                 validation_batches: Sequence[int] = VALIDATION_BATCHES,
-                progress: Optional[Progress] = None) -> Path:
+                progress: Optional[Progress] = None, display_mesh_faces: int = DISPLAY_MESH_FACES) -> Path:
     """Export a training checkpoint with its body model to ONNX, check, validate, write the sidecar.
 
     body_model_path: an SMPL-format file; None = the checkpoint's `model.body_model` (itself None =
     $HKMR_SMPL_MODEL or the open anny-smpl, as in training). rendered: also validate on that many
     rendered synthetic crops (needs the EGL renderer). With `dynamic_batch=False` the batch is
     fixed to `static_batch` and validated at that size only. Returns the `.onnx` path; the sidecar
-    (`.json`) and, with vertices, the faces (`_faces.npy`) are beside it. Raises FileNotFoundError
+    (`.json`) and, with vertices, the faces (`_faces.npy`) and a decimated display mesh of about
+    `display_mesh_faces` triangles over the same vertices (`_display_faces.npy`; 0 = none) are
+    beside it. Raises FileNotFoundError
     for a missing checkpoint or body model, OnnxValidationError when onnxruntime and PyTorch
     disagree, GraphError for a graph with control flow.
     """
@@ -315,6 +317,8 @@ def export_onnx(checkpoint: Union[str, Path], out_path: Union[str, Path], body_m
     out_path.parent.mkdir(parents=True, exist_ok=True)
     sidecar = out_path.with_suffix(".json")
     faces_path = out_path.with_name(out_path.stem + "_faces.npy")
+    display_file = out_path.with_name(out_path.stem + "_display_faces.npy")
+    display = vertices and display_mesh_faces > 0
     sidecar.unlink(missing_ok=True)  # a stale sidecar must not describe a new graph
     step(f"tracing to ONNX (opset {opset}, {'dynamic batch' if dynamic_batch else f'batch {static_batch}'})")
     trace_batch = TRACE_BATCH if dynamic_batch else static_batch
@@ -354,6 +358,12 @@ def export_onnx(checkpoint: Union[str, Path], out_path: Union[str, Path], body_m
     step("writing the sidecar")
     if vertices:
         np.save(faces_path, faces_array(body_model))
+    if display:
+        with torch.no_grad():
+            rest = body_model(torch.zeros(1, 72), torch.zeros(1, body_model.num_betas)).vertices[0].numpy()
+        shown = display_faces(rest, faces_array(body_model), display_mesh_faces)
+        np.save(display_file, shown)
+        say(f"  display mesh: {len(shown)} of {len(body_model.faces)} triangles")
     batch_dim: Union[str, int] = "batch" if dynamic_batch else static_batch
     mean, std = input_normalisation(cfg.model.encoder)
     config = config_to_dict(cfg)
@@ -381,6 +391,7 @@ def export_onnx(checkpoint: Union[str, Path], out_path: Union[str, Path], body_m
             "num_betas": body.num_betas,
             "pose_blend_shapes": body.has_pose_blend_shapes,
             **({"faces_file": faces_path.name, "num_faces": int(body_model.faces.shape[0])} if vertices else {}),
+            **({"display_faces_file": display_file.name, "num_display_faces": len(shown)} if display else {}),
         },
         "model": {
             **{k: config["model"][k] for k in ("encoder", "regressor", "rotation", "regressor_kwargs")},
@@ -395,7 +406,8 @@ def export_onnx(checkpoint: Union[str, Path], out_path: Union[str, Path], body_m
         "validation": report,
     }
     sidecar.write_text(json.dumps(meta, indent=2) + "\n")
-    step(f"done: {out_path}, {sidecar.name}" + (f", {faces_path.name}" if vertices else ""))
+    step(f"done: {out_path}, {sidecar.name}" + (f", {faces_path.name}" if vertices else "")
+         + (f", {display_file.name}" if display else ""))
     return out_path
 
 

@@ -437,7 +437,7 @@ def process_bag(input_bag: Path, output_bag: Path, *, estimator=None, config=Non
                              backend=str(getattr(estimator, "backend_name", "?")), frames_in_bag=total,
                              realtime_rate=realtime)
     summary.warnings += reader.warnings
-    run = _BagRun(reader, pipe, summary, faces=getattr(estimator, "faces", None) if mesh else None,
+    run = _BagRun(reader, pipe, summary, faces=getattr(estimator, "marker_faces", None) if mesh else None,
                   overlay_quality=overlay_quality,
                   video_out=VideoOut(Path(video), _stream_fps(reader, image_topic)) if video is not None else None,
                   sheet=ContactSheet(total) if contact_sheet is not None else None,
@@ -603,7 +603,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-video", action="store_true")
     p.add_argument("--contact-sheet", help="contact-sheet PNG path (default: OUT_contact_sheet.png)")
     p.add_argument("--no-contact-sheet", action="store_true")
-    p.add_argument("--mesh", action="store_true", help="also publish the mesh as a TRIANGLE_LIST marker (large)")
+    p.add_argument("--mesh", action="store_true", help="also publish the mesh as a TRIANGLE_LIST marker (the model's display "
+                   "mesh when it ships one)")
     p.add_argument("--max-frames", type=int, help="stop after this many images")
     p.add_argument("--realtime", type=float, nargs="?", const=1.0, metavar="RATE",
                    help="replay the images at their recorded pace (x RATE, default 1) through the node's "

@@ -382,7 +382,7 @@ class HkmrNode(LifecycleNode):
         body = self.estimator.body_model_name if self.estimator is not None else "smpl"
         self._send("people", messages.person_mesh_array(result, t, body), "hkmr_ros/msg/PersonMeshArray")
         if v["publish_markers"]:
-            faces = self.estimator.faces if (v["publish_mesh"] and self.estimator is not None) else None
+            faces = self.estimator.marker_faces if (v["publish_mesh"] and self.estimator is not None) else None
             self._send("markers", messages.marker_array(result, t, ns=v["marker_namespace"], mesh_faces=faces),
                        "visualization_msgs/msg/MarkerArray")
         if v["publish_overlay"] and pubs["overlay"].get_subscription_count() > 0:

@@ -109,7 +109,7 @@ NODE_PARAMS: Tuple[ParamSpec, ...] = (
               live=True),
     ParamSpec("publish_markers", True, "Publish visualization_msgs/MarkerArray skeletons.", live=True),
     ParamSpec("publish_mesh", False, "Add each person's mesh (TRIANGLE_LIST) to the markers when the model "
-              "has vertices.", live=True),
+              "has vertices (its decimated display mesh when it ships one).", live=True),
     ParamSpec("publish_tf", False, "Broadcast a TF frame per tracked person at the pelvis, child of the image "
               "frame.", live=True),
     ParamSpec("tf_prefix", "hkmr_person_", "TF child frame name prefix; the track id is appended.", live=True),

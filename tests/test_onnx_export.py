@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from engine_build import cli, onnx_export
-from engine_build.body import ExportBody, tree_levels
+from engine_build.body import DISPLAY_MESH_FACES, ExportBody, display_faces, faces_array, tree_levels
 from engine_build.onnx_export import (
     CONTROL_FLOW_OPS,
     OUTPUT_NAMES,
@@ -203,7 +203,48 @@ def test_vertices_and_faces_with_the_flag(tmp_path):
     assert meta["outputs"][-1]["shape"] == ["batch", body_model.num_vertices, 3]
     faces = np.load(tmp_path / meta["body_model"]["faces_file"])
     assert faces.dtype == np.int32 and np.array_equal(faces, body_model.faces)
+    shown = np.load(tmp_path / meta["body_model"]["display_faces_file"])
+    assert meta["body_model"]["num_display_faces"] == len(shown) and shown.dtype == np.int32
+    assert 0.9 * DISPLAY_MESH_FACES <= len(shown) <= DISPLAY_MESH_FACES and shown.max() < body_model.num_vertices
     assert not set(op_types(onnx_path)) & set(CONTROL_FLOW_OPS)
+
+
+def face_cross_products(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Fx3: each triangle's (b - a) x (c - a), twice its area in length."""
+    a, b, c = (vertices[faces[:, k]] for k in range(3))
+    return np.cross(b - a, c - a)
+
+
+def test_display_mesh_follows_the_full_mesh_in_any_pose():
+    body_model = load_body_model()
+    full = faces_array(body_model)
+    with torch.no_grad():
+        rest = body_model(torch.zeros(1, 72), torch.zeros(1, body_model.num_betas)).vertices[0].numpy()
+    shown = display_faces(rest, full, 2000)
+    assert 1800 <= len(shown) <= 2000 and set(np.unique(shown)) <= set(range(body_model.num_vertices))
+    assert len(np.unique(np.sort(shown, axis=1), axis=0)) == len(shown)  # no repeated triangle
+    pose = torch.zeros(1, 72)
+    pose[0, 3:] = torch.from_numpy(np.random.default_rng(0).normal(0.0, 0.3, 69).astype(np.float32))
+    with torch.no_grad():
+        posed = body_model(pose, torch.zeros(1, body_model.num_betas)).vertices[0].numpy().astype(np.float64)
+    for vertices in (rest.astype(np.float64), posed):
+        full_n, shown_n = face_cross_products(vertices, full), face_cross_products(vertices, shown)
+        full_area = 0.5 * np.linalg.norm(full_n, axis=1).sum()
+        shown_area = 0.5 * np.linalg.norm(shown_n, axis=1).sum()
+        assert abs(shown_area - full_area) < 0.05 * full_area  # the same surface, coarser
+        # every full vertex lies near a vertex of the display mesh
+        kept = vertices[np.unique(shown)]
+        nearest = np.min(np.linalg.norm(vertices[::7, None] - kept[None], axis=2), axis=1)
+        assert nearest.max() < 0.15 and nearest.mean() < 0.03
+    # the winding stays outward: the enclosed volume (divergence theorem) keeps its sign and size
+    volume = lambda f: np.einsum("ij,ij->", rest[f[:, 0]], np.cross(rest[f[:, 1]], rest[f[:, 2]])) / 6  # noqa: E731
+    assert np.sign(volume(shown)) == np.sign(volume(full)) and abs(volume(shown) / volume(full) - 1) < 0.1
+    with pytest.raises(ValueError, match="target_faces"):
+        display_faces(rest, full, len(full))
+
+
+def test_the_cli_default_display_mesh_is_the_export_default():
+    assert cli.DEFAULT_DISPLAY_FACES == DISPLAY_MESH_FACES
 
 
 def test_a_user_smpl_file_with_pose_blend_shapes(tmp_path):
@@ -380,6 +421,7 @@ def test_shipped_graph_is_the_default_weights_exported(name):
     assert meta["onnx_sha256"] == onnx_export.file_sha256(onnx_path), regenerate
     assert meta["format"] == "hkmr-onnx/2" and meta["validation"]["passed"]
     assert ("faces_file" in meta["body_model"]) == SHIPPED[name]
+    assert ("display_faces_file" in meta["body_model"]) == SHIPPED[name]
     assert not set(op_types(onnx_path)) & set(CONTROL_FLOW_OPS)
     method = load_method(checkpoint, "default", torch.device("cpu"))
     image = random_images(3, method.image_size, seed=77)

@@ -23,7 +23,7 @@ import numpy as np
 from hkmr_ros.inference import preprocess
 from hkmr_ros.inference.engine_cache import PRECISIONS
 from hkmr_ros.inference.errors import BackendUnavailableError, EstimatorError, ModelError, ModelNotFoundError
-from hkmr_ros.inference.model_info import ModelInfo, load_faces, read_model_info
+from hkmr_ros.inference.model_info import ModelInfo, load_display_faces, load_faces, read_model_info
 
 LOG = logging.getLogger("hkmr_ros.inference")
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
@@ -53,16 +53,23 @@ class Estimator:
     """Preprocessing (exactly training's) + one backend. Use `load_estimator` to make one."""
 
     def __init__(self, info: ModelInfo, backend: object, faces: Optional[np.ndarray] = None,
-                 reason: str = "") -> None:
+                 reason: str = "", display_faces: Optional[np.ndarray] = None) -> None:
         self.info = info
         self.backend = backend
         self.backend_name: str = getattr(backend, "name")
         self.image_size: int = info.image_size
         self.body_model_name: str = info.body_model_name
-        self.faces = faces
+        self.faces = faces  # Fx3, the full mesh
+        self.display_faces = display_faces  # Fx3 over the same vertices, decimated for markers
         self.output_names: List[str] = list(getattr(backend, "output_names"))
         self.reason = reason
         self.warmup_ms: Optional[float] = None
+
+    @property
+    def marker_faces(self) -> Optional[np.ndarray]:
+        """The triangles to draw as markers: the display mesh when the model ships one (a full
+        mesh is about 80,000 marker points per person), else the full mesh."""
+        return self.display_faces if self.display_faces is not None else self.faces
 
     def preprocess(self, crops: preprocess.Crops) -> np.ndarray:
         """Crops -> `Nx3xSxS` float32 network input (see hkmr_ros.inference.preprocess)."""
@@ -205,7 +212,7 @@ def load_estimator(model: Union[str, Path, None] = None, backend: str = "auto", 
     faces = load_faces(info)
     chosen, reason = make_backend(info, backend, threads=threads, precision=precision, max_batch=max_batch,
                                   cache_dir=Path(cache_dir) if cache_dir is not None else None, progress=progress)
-    est = Estimator(info, chosen, faces=faces, reason=reason)
+    est = Estimator(info, chosen, faces=faces, reason=reason, display_faces=load_display_faces(info))
     detail = f", {chosen.threads} threads" if getattr(chosen, "threads", None) else ""
     if warmup:
         est.warmup()

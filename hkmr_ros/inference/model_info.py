@@ -41,6 +41,7 @@ class ModelInfo:
     outputs: Dict[str, Tuple[Optional[int], ...]]
     body_model_name: str
     faces_path: Optional[Path]
+    display_faces_path: Optional[Path]  # a decimated mesh over the same vertices, for markers
     onnx_sha256: Optional[str]
     raw: Dict[str, Any]
 
@@ -129,8 +130,9 @@ def read_model_info(onnx_path: Path, verify_sha256: bool = True) -> ModelInfo:
     outputs = _outputs(meta, sidecar)
 
     body = meta.get("body_model") if isinstance(meta.get("body_model"), dict) else {}
-    faces_file = body.get("faces_file")
+    faces_file, display_file = body.get("faces_file"), body.get("display_faces_file")
     faces_path = onnx_path.parent / faces_file if faces_file else None
+    display_faces_path = onnx_path.parent / display_file if display_file else None
     sha = meta.get("onnx_sha256")
     if sha is not None and verify_sha256:
         actual = file_sha256(onnx_path)
@@ -140,19 +142,29 @@ def read_model_info(onnx_path: Path, verify_sha256: bool = True) -> ModelInfo:
     return ModelInfo(onnx_path=onnx_path, sidecar_path=sidecar, format=fmt, input_name=str(name),
                      image_size=int(size), mean=mean, std=std, crop_size=int(crop_size), outputs=outputs,
                      body_model_name=str(body.get("name", "smpl")), faces_path=faces_path,
-                     onnx_sha256=sha, raw=meta)
+                     display_faces_path=display_faces_path, onnx_sha256=sha, raw=meta)
+
+
+def _read_faces(path: Optional[Path], sidecar: Path) -> Optional[np.ndarray]:
+    if path is None:
+        return None
+    if not path.is_file():
+        raise ModelNotFoundError(f"faces file named by {sidecar} not found: {path}")
+    try:
+        faces = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise SidecarError(f"{path}: not a readable .npy file ({e})") from e
+    if faces.ndim != 2 or faces.shape[1] != 3 or not np.issubdtype(faces.dtype, np.integer):
+        raise SidecarError(f"{path}: expected Fx3 integer faces, got {faces.shape} {faces.dtype}")
+    return faces.astype(np.int32)
 
 
 def load_faces(info: ModelInfo) -> Optional[np.ndarray]:
     """`Fx3` int32 triangle indices from the sidecar's faces file, or None when it names none."""
-    if info.faces_path is None:
-        return None
-    if not info.faces_path.is_file():
-        raise ModelNotFoundError(f"faces file named by {info.sidecar_path} not found: {info.faces_path}")
-    try:
-        faces = np.load(info.faces_path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise SidecarError(f"{info.faces_path}: not a readable .npy file ({e})") from e
-    if faces.ndim != 2 or faces.shape[1] != 3 or not np.issubdtype(faces.dtype, np.integer):
-        raise SidecarError(f"{info.faces_path}: expected Fx3 integer faces, got {faces.shape} {faces.dtype}")
-    return faces.astype(np.int32)
+    return _read_faces(info.faces_path, info.sidecar_path)
+
+
+def load_display_faces(info: ModelInfo) -> Optional[np.ndarray]:
+    """`Fx3` int32 triangles of the decimated display mesh (indices into the full mesh's vertices),
+    or None when the sidecar names none."""
+    return _read_faces(info.display_faces_path, info.sidecar_path)

@@ -334,7 +334,7 @@ class SlowEstimator:
     def __init__(self, inner, delay_s: float):
         self.inner, self.delay_s = inner, delay_s
         self.backend_name, self.image_size = inner.backend_name, inner.image_size
-        self.body_model_name, self.faces = inner.body_model_name, inner.faces
+        self.body_model_name, self.faces, self.marker_faces = inner.body_model_name, inner.faces, inner.marker_faces
 
     def estimate(self, crops):
         time.sleep(self.delay_s)

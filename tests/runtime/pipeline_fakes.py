@@ -74,6 +74,7 @@ class FakeEstimator:
         self.rng = np.random.default_rng(seed)
         self.noise_px, self.rot_noise, self.delay_s = noise_px, rot_noise, delay_s
         self.faces = np.array([[0, 1, 2], [0, 2, 3]], np.int32) if vertices else None
+        self.marker_faces = self.faces
         self.calls = 0
         self.crops_seen = 0
 

@@ -199,7 +199,7 @@ class _FailingEstimator:
     def __init__(self, real, fail_at: int):
         self.real, self.fail_at, self.calls = real, fail_at, 0
         self.backend_name, self.body_model_name = real.backend_name, real.body_model_name
-        self.faces, self.image_size = real.faces, real.image_size
+        self.faces, self.marker_faces, self.image_size = real.faces, real.marker_faces, real.image_size
 
     def estimate(self, crops):
         self.calls += 1

@@ -216,8 +216,26 @@ def test_graph_with_vertices_gives_vertices_and_the_sidecar_faces(tmp_path):
     assert out[1].vertices.shape == (5, 3) and out[1].vertices.dtype == np.float32
     np.testing.assert_allclose(out[1].vertices, expected_outputs(crops)["vertices"][1], atol=2e-5, rtol=1e-4)
     assert est.faces.dtype == np.int32 and est.faces.tolist() == faces.tolist()
+    assert est.display_faces is None and est.marker_faces is est.faces  # no display mesh: the full one
     (tmp_path / "tiny_faces.npy").unlink()
     with pytest.raises(FileNotFoundError, match="tiny_faces.npy"):
+        load_estimator(path, backend="onnxruntime")
+
+
+def test_markers_draw_the_display_mesh_when_the_sidecar_names_one(tmp_path):
+    path = write_tiny_model(tmp_path, outputs=("pose", "betas", "cam", "rotmat", "joints", "vertices"))
+    np.save(tmp_path / "tiny_faces.npy", np.array([[0, 1, 2], [2, 3, 4], [0, 2, 4]]))
+    np.save(tmp_path / "tiny_display_faces.npy", np.array([[0, 2, 4]], dtype=np.int32))
+    meta = json.loads(path.with_suffix(".json").read_text())
+    meta["body_model"].update(faces_file="tiny_faces.npy", display_faces_file="tiny_display_faces.npy")
+    path.with_suffix(".json").write_text(json.dumps(meta))
+    est = load_estimator(path, backend="onnxruntime", threads=1)
+    assert len(est.faces) == 3 and est.marker_faces.tolist() == [[0, 2, 4]]
+    np.save(tmp_path / "tiny_display_faces.npy", np.zeros((2, 2), np.int32))
+    with pytest.raises(SidecarError, match="Fx3"):
+        load_estimator(path, backend="onnxruntime")
+    (tmp_path / "tiny_display_faces.npy").unlink()
+    with pytest.raises(FileNotFoundError, match="tiny_display_faces.npy"):
         load_estimator(path, backend="onnxruntime")
 
 
