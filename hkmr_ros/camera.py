@@ -29,6 +29,11 @@ class CameraModel:
             raise ValueError(f"camera image size must be positive, got {self.width}x{self.height}")
 
     @property
+    def matrix(self) -> np.ndarray:
+        """3x3 intrinsic matrix K."""
+        return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
+
+    @property
     def focal(self) -> float:
         """Mean focal length (pixels), the one the translation estimate uses."""
         return 0.5 * (float(self.fx) + float(self.fy))

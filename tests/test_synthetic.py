@@ -26,7 +26,8 @@ from training.datasets.synthetic import (
     procedural_background,
 )
 from training import render
-from training.render import Camera, MeshRenderer
+from hkmr_ros.camera import CameraModel
+from training.render import MeshRenderer
 
 # approximate SMPL rest joints (metres, y up, the body faces +z, its left is +x)
 REST_JOINTS = np.array([
@@ -103,7 +104,7 @@ def test_renderer_follows_the_pinhole_camera():
     # a square at 2 m seen by a 64x64 camera: its corners land where u = fx X / Z + cx says
     vertices = np.array([[-0.5, -0.25, 2.0], [0.5, -0.25, 2.0], [0.5, 0.25, 2.0], [-0.5, 0.25, 2.0]])
     renderer = MeshRenderer(np.array([[0, 1, 2], [0, 2, 3]]), 4, samples=4)
-    camera = Camera(fx=100.0, fy=100.0, cx=30.0, cy=33.0, width=64, height=64)
+    camera = CameraModel(fx=100.0, fy=100.0, cx=30.0, cy=33.0, width=64, height=64)
     background = np.full((64, 64, 3), 40, np.uint8)
     result = renderer.render(vertices, np.full((4, 3), 0.9), camera, background)
     rows, cols = np.nonzero(result.mask)
@@ -231,7 +232,7 @@ def test_samples_without_a_bystander_are_unchanged(body_model):
 
 def test_bystander_stands_beside_the_person_and_never_interpenetrates():
     cfg = GeneratorConfig()
-    camera = Camera(fx=500.0, fy=500.0, cx=320.0, cy=240.0, width=640, height=480)
+    camera = CameraModel(fx=500.0, fy=500.0, cx=320.0, cy=240.0, width=640, height=480)
     rng = np.random.default_rng(0)
     fronts = 0
     for depth in (1.5, 2.5, 6.0):

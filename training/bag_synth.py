@@ -52,7 +52,8 @@ from training.datasets.synthetic import (
     vertex_materials,
     HEAD_JOINT,
 )
-from training.render import Camera, Light, MeshRenderer
+from hkmr_ros.camera import CameraModel
+from training.render import Light, MeshRenderer
 
 from hkmr_ros import bags
 from hkmr_ros.skeleton import NUM_JOINTS, SMPL_PARENTS
@@ -87,10 +88,10 @@ class SceneConfig:
         return max(1, int(round(self.seconds * self.fps)))
 
     @property
-    def camera(self) -> Camera:
+    def camera(self) -> CameraModel:
         fx = self.width / 2.0 / math.tan(math.radians(self.hfov) / 2.0)
-        return Camera(fx=fx, fy=fx, cx=(self.width - 1) / 2.0, cy=(self.height - 1) / 2.0,
-                      width=self.width, height=self.height)
+        return CameraModel(fx=fx, fy=fx, cx=(self.width - 1) / 2.0, cy=(self.height - 1) / 2.0,
+                           width=self.width, height=self.height)
 
 
 @dataclass(frozen=True)
@@ -212,7 +213,7 @@ def pitch_rotation(pitch_deg: float) -> np.ndarray:
     return Rotation.from_euler("x", pitch_deg, degrees=True).as_matrix()
 
 
-def project(points: np.ndarray, camera: Camera) -> np.ndarray:
+def project(points: np.ndarray, camera: CameraModel) -> np.ndarray:
     """Nx3 camera-frame points -> Nx2 pixels."""
     z = np.maximum(points[:, 2:3], 1e-6)
     return points[:, :2] / z * np.array([camera.fx, camera.fy]) + np.array([camera.cx, camera.cy])

@@ -19,6 +19,8 @@ import moderngl
 import numpy as np
 import scipy.sparse
 
+from hkmr_ros.camera import CameraModel
+
 EGL_PACKAGES = "libegl1 libgl1-mesa-dri"
 
 _VERTEX_SHADER = """
@@ -69,22 +71,6 @@ void main() {
     out_depth = v_position.z;
 }
 """
-
-
-@dataclass(frozen=True)
-class Camera:
-    """Pinhole intrinsics in pixels (OpenCV) and the image size."""
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-    width: int
-    height: int
-
-    @property
-    def matrix(self) -> np.ndarray:
-        """3x3 intrinsic matrix K."""
-        return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
 
 
 @dataclass(frozen=True)
@@ -189,7 +175,7 @@ class MeshRenderer:
             self._framebuffers[key] = (draw, resolved)
         return self._framebuffers[key]
 
-    def render(self, vertices: np.ndarray, colours: np.ndarray, camera: Camera,
+    def render(self, vertices: np.ndarray, colours: np.ndarray, camera: CameraModel,
                background: Optional[np.ndarray] = None, light: Light = Light()) -> RenderResult:
         """Draw the mesh.
 

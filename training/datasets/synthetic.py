@@ -45,7 +45,8 @@ from training.datasets.crop import (
     denormalise_keypoints,
     normalise_keypoints,
 )
-from training.render import Camera, Light, MeshRenderer, RenderResult
+from hkmr_ros.camera import CameraModel
+from training.render import Light, MeshRenderer, RenderResult
 
 GENERATOR_VERSION = 1
 FORMAT_NAME = "hkmr-synthetic"
@@ -116,15 +117,15 @@ def global_orientation(yaw: float, tilt: Tuple[float, float], elevation: float) 
     return r.as_rotvec()
 
 
-def crop_camera(camera: Camera, center: np.ndarray, scale: float, res: int = CROP_SIZE) -> Camera:
+def crop_camera(camera: CameraModel, center: np.ndarray, scale: float, res: int = CROP_SIZE) -> CameraModel:
     """Intrinsics that render the SPIN crop (center, scale) of `camera`'s frame directly at `res`."""
     k = res / (float(scale) * SCALE_UNIT)
-    return Camera(fx=camera.fx * k, fy=camera.fy * k,
-                  cx=(camera.cx - center[0]) * k + res / 2.0,
-                  cy=(camera.cy - center[1]) * k + res / 2.0, width=res, height=res)
+    return CameraModel(fx=camera.fx * k, fy=camera.fy * k,
+                       cx=(camera.cx - center[0]) * k + res / 2.0,
+                       cy=(camera.cy - center[1]) * k + res / 2.0, width=res, height=res)
 
 
-def project(points: np.ndarray, camera: Camera) -> np.ndarray:
+def project(points: np.ndarray, camera: CameraModel) -> np.ndarray:
     """Nx3 camera-frame points -> Nx2 pixels."""
     z = points[:, 2:3]
     return points[:, :2] / z * np.array([camera.fx, camera.fy]) + np.array([camera.cx, camera.cy])
@@ -383,7 +384,7 @@ class SyntheticGenerator:
         cfg = self.cfg
         w, h = cfg.frame_width, cfg.frame_height
         fx = w / 2.0 / np.tan(np.deg2rad(rng.uniform(*cfg.fov_range)) / 2.0)
-        camera = Camera(fx=fx, fy=fx, cx=(w - 1) / 2.0, cy=(h - 1) / 2.0, width=w, height=h)
+        camera = CameraModel(fx=fx, fy=fx, cx=(w - 1) / 2.0, cy=(h - 1) / 2.0, width=w, height=h)
         # the pelvis at a random depth, projecting into the middle of the frame
         depth = rng.uniform(*cfg.distance_range)
         u, v = rng.uniform(0.3 * w, 0.7 * w), rng.uniform(0.35 * h, 0.65 * h)
@@ -431,7 +432,7 @@ class SyntheticGenerator:
 
 
     def render_with_bystander(self, vertices: np.ndarray, colours: np.ndarray, bystander_vertices: np.ndarray,
-                              bystander_colours: np.ndarray, in_front: bool, camera: Camera,
+                              bystander_colours: np.ndarray, in_front: bool, camera: CameraModel,
                               background: np.ndarray, light: Light) -> RenderResult:
         """The person and a bystander at a different depth, the farther one drawn first. `mask` and
         `coverage` are the person's visible part; `depth` is the nearer surface of the two."""
@@ -454,8 +455,8 @@ class BystanderPlacement:
     in_front: bool  # nearer the camera than the person
 
 
-def place_bystander(rng: np.random.Generator, cfg: GeneratorConfig, camera: Camera, pelvis_pixel: np.ndarray,
-                    depth: float, crop_side: float) -> BystanderPlacement:
+def place_bystander(rng: np.random.Generator, cfg: GeneratorConfig, camera: CameraModel,
+                    pelvis_pixel: np.ndarray, depth: float, crop_side: float) -> BystanderPlacement:
     """A bystander beside the person: its pelvis `cfg.bystander_offset` crop sides to the left or
     right of the person's (and a little up or down) in the image, `cfg.bystander_depth_gap`
     metres nearer or farther. Nearer only where that leaves it at least 1 m from the camera, so the
