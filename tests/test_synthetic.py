@@ -325,3 +325,10 @@ def test_cli_writes_dataset_and_reports_rate(tmp_path, model_path, capsys):
     assert (tmp_path / "sheet.png").stat().st_size > 1000
     assert synthetic.main(["--out", str(out), "--num", "3", "--seed", "11", "--model", str(model_path)]) == 1
     assert "exists" in capsys.readouterr().err
+    assert synthetic.main(["--out", str(tmp_path / "b"), "--num", "3", "--seed", "11", "--model", str(model_path),
+                           "--bystanders", "1.5"]) == 1
+    assert "--bystanders is a probability" in capsys.readouterr().err
+    assert synthetic.main(["--out", str(tmp_path / "b"), "--num", "2", "--seed", "11", "--model", str(model_path),
+                           "--bystanders", "1"]) == 0
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["config"]["bystander_prob"] == 1.0
