@@ -9,7 +9,8 @@ Two pipelines train the same network (a training config's encoder + HKMR regress
   decoded and augmented at 224 px (`SyntheticDataset`), normalised to float at 224, resized to the
   input side in the step, NCHW, and the full body model (mesh skinning, pose blend shapes) in the loss;
 - after: the pre-rendered store at the input side (`StoreDataset`: uint8 crops, augmented at the
-  input side, normalised in the step), channels-last, and the joints-only body path in the loss.
+  input side, normalised in the step), channels-last, the joints-only body path in the loss and the
+  fused AdamW kernel.
 
 Stages (samples/s, each timed alone, best of `--repeats` after a warm-up): data loading and
 augmentation of a batch (one process), encoder forward + backward, regressor forward + backward,
@@ -39,7 +40,7 @@ from training.datasets.augment import Augmentation  # noqa: E402
 from training.losses import hkmr_loss  # noqa: E402
 from training.models.encoders import encoder_normalisation  # noqa: E402
 from training.models.mesh_regressor import build_model  # noqa: E402
-from training.train import build_prior, loss_body_model, network_input  # noqa: E402
+from training.train import build_adamw, build_prior, loss_body_model, network_input  # noqa: E402
 from machine import cpu_model
 
 NUM_SAMPLES = 64
@@ -84,7 +85,8 @@ def collate(dataset, batch: int, offset: int) -> Dict[str, torch.Tensor]:
 class Pipeline:
     """One configuration of the training step, with each stage callable alone."""
 
-    def __init__(self, cfg, dataset, body_model, prior, joints_only: bool, channels_last: bool):
+    def __init__(self, cfg, dataset, body_model, prior, joints_only: bool, channels_last: bool,
+                 fused_adamw: bool):
         torch.manual_seed(0)
         self.cfg = cfg
         self.dataset = dataset
@@ -95,7 +97,10 @@ class Pipeline:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.loss_body = loss_body_model(body_model, joints_only)
         self.prior = prior
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
+        if fused_adamw:
+            self.optimizer = build_adamw(self.model.parameters(), 1e-4, cfg.optim)
+        else:
+            self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
         self.normalisation = encoder_normalisation(cfg.model.encoder)
         self.offset = 0
         self.sample = collate(dataset, self.batch, 0)
@@ -170,8 +175,10 @@ def main(argv: List[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         shards, store = make_data(Path(tmp), cfg.data.image_size)
         pipelines = {
-            "before": Pipeline(cfg, shards, body_model, prior, joints_only=False, channels_last=False),
-            "after": Pipeline(cfg, store, body_model, prior, joints_only=True, channels_last=True),
+            "before": Pipeline(cfg, shards, body_model, prior, joints_only=False, channels_last=False,
+                               fused_adamw=False),
+            "after": Pipeline(cfg, store, body_model, prior, joints_only=True, channels_last=True,
+                              fused_adamw=True),
         }
         rates: Dict[str, Dict[str, Dict[str, float]]] = {clock: {name: {} for name in pipelines}
                                                          for clock in ("cpu", "wall")}
