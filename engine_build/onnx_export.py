@@ -319,7 +319,8 @@ def export_onnx(checkpoint: Union[str, Path], out_path: Union[str, Path], body_m
     faces_path = out_path.with_name(out_path.stem + "_faces.npy")
     display_file = out_path.with_name(out_path.stem + "_display_faces.npy")
     display = vertices and display_mesh_faces > 0
-    sidecar.unlink(missing_ok=True)  # a stale sidecar must not describe a new graph
+    for stale in (sidecar, faces_path, display_file):  # an earlier export's files must not describe this graph
+        stale.unlink(missing_ok=True)
     step(f"tracing to ONNX (opset {opset}, {'dynamic batch' if dynamic_batch else f'batch {static_batch}'})")
     trace_batch = TRACE_BATCH if dynamic_batch else static_batch
     axes = {n: {0: "batch"} for n in [INPUT_NAME, *names]} if dynamic_batch else None

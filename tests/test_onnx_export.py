@@ -207,6 +207,11 @@ def test_vertices_and_faces_with_the_flag(tmp_path):
     assert meta["body_model"]["num_display_faces"] == len(shown) and shown.dtype == np.int32
     assert 0.9 * DISPLAY_MESH_FACES <= len(shown) <= DISPLAY_MESH_FACES and shown.max() < body_model.num_vertices
     assert not set(op_types(onnx_path)) & set(CONTROL_FLOW_OPS)
+    # exported again to the same path without a display mesh: the earlier one is gone with it
+    export_onnx(checkpoint, onnx_path, vertices=True, validation_batches=(2,), display_mesh_faces=0)
+    meta = json.loads(onnx_path.with_suffix(".json").read_text())
+    assert "display_faces_file" not in meta["body_model"]
+    assert not (tmp_path / "mesh_display_faces.npy").exists() and (tmp_path / meta["body_model"]["faces_file"]).exists()
 
 
 def face_cross_products(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
