@@ -360,8 +360,7 @@ def export_onnx(checkpoint: Union[str, Path], out_path: Union[str, Path], body_m
     if vertices:
         np.save(faces_path, faces_array(body_model))
     if display:
-        with torch.no_grad():
-            rest = body_model(torch.zeros(1, 72), torch.zeros(1, body_model.num_betas)).vertices[0].numpy()
+        rest = body_model.rest().vertices[0].numpy()
         shown = display_faces(rest, faces_array(body_model), display_mesh_faces)
         np.save(display_file, shown)
         say(f"  display mesh: {len(shown)} of {len(body_model.faces)} triangles")

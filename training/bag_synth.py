@@ -305,8 +305,7 @@ class SceneRenderer:
         rng = np.random.default_rng([cfg.seed, 7])
         self.betas = np.stack([rng.standard_normal(body_model.num_betas) * w.shape_scale for w in self.walkers])
         faces = np.asarray(body_model.faces)
-        with torch.no_grad():
-            rest = body_model(torch.zeros(1, 72), torch.zeros(1, body_model.num_betas))
+        rest = body_model.rest()
         self.num_vertices = int(rest.vertices.shape[1])
         materials = vertex_materials(skinning_weights(body_model), rest.vertices[0].numpy(),
                                      rest.joints[0, HEAD_JOINT].numpy())

@@ -109,6 +109,12 @@ class BodyModel(nn.Module):
             )
         return BodyOutput(vertices=out.vertices, joints=out.joints[:, :NUM_JOINTS], keypoints=out.joints)
 
+    @torch.no_grad()
+    def rest(self) -> BodyOutput:
+        """The mean shape in the rest pose (batch 1, no gradient): what colouring, meshes and summaries start from."""
+        template = self.smpl.v_template
+        return self(template.new_zeros(1, NUM_JOINTS * 3), template.new_zeros(1, self.num_betas))
+
     def joint_set(self, name: str, out: BodyOutput) -> torch.Tensor:
         """BxJx3 joints of a named set (smpl24, spin24, h36m17, coco17, lsp14); see joint_sets.py."""
         if name not in JOINT_SETS:

@@ -5,15 +5,12 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-import torch
-
 from training.body.body_model import ENV_VAR, BodyModelError, load_body_model
 
 
 def describe(model) -> str:
     """Human-readable summary: sizes, file, licence and the height of the mean shape."""
-    with torch.no_grad():
-        out = model(torch.zeros(1, 72), torch.zeros(1, model.num_betas))
+    out = model.rest()
     heights = out.vertices[0, :, 1]
     return "\n".join([
         f"source file:      {model.source}",

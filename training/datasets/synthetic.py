@@ -292,8 +292,7 @@ class SyntheticGenerator:
         self.background_files = list_background_images(backgrounds) if backgrounds is not None else []
         self._background_cache: Dict[int, np.ndarray] = {}
         faces = np.asarray(body_model.faces)
-        with torch.no_grad():
-            rest = body_model(torch.zeros(1, 72), torch.zeros(1, body_model.num_betas))
+        rest = body_model.rest()
         rest_vertices = rest.vertices[0].numpy()
         self.materials = vertex_materials(skinning_weights(body_model), rest_vertices,
                                           rest.joints[0, HEAD_JOINT].numpy())
