@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The ImageNet-initialised protocol of docs/results.md ("Pretrained encoder"): a pre-rendered store,
 # HKMR against HMR with the same EfficientNet-Lite0 encoder and budget (two seeds each, to show the
-# run-to-run noise), the default weights' second and third stages, the occlusion protocol and the
+# run-to-run noise), the default weights' second, third and fourth stages, the occlusion protocol and the
 # ablations at that budget, all evaluated beside the two baselines on a held-out test set (seed 2,
 # never trained on). Resumable: rerun after an interruption (the store renders only its missing shards,
 # `--resume` continues a run exactly).
@@ -57,7 +57,7 @@ long_resume=(); [ -n "$(ls "$LONG"/checkpoint_*.pt 2>/dev/null)" ] && long_resum
 "$PY" -m training.evaluate --names "HKMR stage 2" "HKMR stage 1" --checkpoint "$(last "$LONG")" \
   --checkpoint "$(last "$RUNS/lite0_hkmr")" --data "synthetic:$DATA/synthetic/test" --workers 1 --out outputs/eval_stage2
 
-# The third stage (the default weights): stage 2 continued on new people (seed 4), half of the crops
+# The third stage: stage 2 continued on new people (seed 4), half of the crops
 # with a bystander beside, in front of or behind the person; evaluated on the test set and on the
 # same test people each with a bystander (--bystanders 1.0, same seed)
 STORE3="$DATA/store/train_s4_128_bystanders"
@@ -73,6 +73,20 @@ stage3_resume=(); [ -n "$(ls "$STAGE3"/checkpoint_*.pt 2>/dev/null)" ] && stage3
 "$PY" -m training.evaluate --names "HKMR stage 3" "HKMR stage 2" --checkpoint "$(last "$STAGE3")" \
   --checkpoint "$(last "$LONG")" --data "synthetic:$DATA/synthetic/test" \
   --data "synthetic:$DATA/synthetic/test_bystanders" --workers 1 --out outputs/eval_stage3
+
+# The fourth stage (the default weights): stage 3 continued on a fresh schedule at a lower peak rate
+# on new people (seed 5), half of the crops with a bystander
+STORE4="$DATA/store/train_s5_128_bystanders"
+"$PY" -m training.datasets.store render --out "$STORE4" --num "${NUM4:-100000}" --seed 5 --image-size 128 \
+  --bystanders 0.5 --processes "$STORE_PROCESSES"
+STAGE4="$RUNS/lite0_hkmr_stage4"
+stage4_resume=(); [ -n "$(ls "$STAGE4"/checkpoint_*.pt 2>/dev/null)" ] && stage4_resume=(--resume)
+"$PY" -m training.train --config training/configs/lite0_store_hkmr_stage4.yaml --out "$STAGE4" "${stage4_resume[@]}" \
+  --set "data.store_roots=[$STORE4]" --set "data.val_root=$DATA/synthetic/val" \
+  --set "model.init_checkpoint=$(last "$STAGE3")" --set optim.steps="${STEPS4:-6000}" --set optim.threads=1
+"$PY" -m training.evaluate --names "HKMR stage 4" "HKMR stage 3" --checkpoint "$(last "$STAGE4")" \
+  --checkpoint "$(last "$STAGE3")" --data "synthetic:$DATA/synthetic/test" \
+  --data "synthetic:$DATA/synthetic/test_bystanders" --workers 1 --out outputs/eval_stage4
 
 # Occlusion protocol (bar, circle, rectangle; DoC 1-5; every joint), the paper's figure 6
 "$PY" -m training.evaluate --names HKMR HMR --checkpoint "$(last "$RUNS/lite0_hkmr")" --checkpoint "$(last "$RUNS/lite0_hmr")" \
