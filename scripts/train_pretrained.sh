@@ -44,49 +44,44 @@ wait
   --checkpoint "$(last "$RUNS/lite0_hmr")" --checkpoint "$(last "$RUNS/lite0_hmr_seed1")" \
   --data "synthetic:$DATA/synthetic/test" --workers 1 --out outputs/eval_pretrained
 
+continue_stage() {  # continue_stage OUT CONFIG STORE INIT [--set ...]: a run that starts from INIT's weights
+  local out=$1 config=$2 store=$3 init=$4; shift 4
+  local resume=(); [ -n "$(ls "$out"/checkpoint_*.pt 2>/dev/null)" ] && resume=(--resume)
+  "$PY" -m training.train --config "$config" --out "$out" "${resume[@]}" --set "data.store_roots=[$store]" \
+    --set "data.val_root=$DATA/synthetic/val" --set "model.init_checkpoint=$init" --set optim.threads=1 "$@"
+}
+
 # The default weights' second stage: the HKMR run continued (model.init_checkpoint) on people it
 # has not seen, a store of seed 3 (docs/results.md; there it was rendered while it trained,
 # scripts/train_growing_store.sh)
 STORE2="$DATA/store/train_s3_128"
 "$PY" -m training.datasets.store render --out "$STORE2" --num "${NUM2:-100000}" --seed 3 --image-size 128 --processes "$STORE_PROCESSES"
 LONG="$RUNS/lite0_hkmr_long"
-long_resume=(); [ -n "$(ls "$LONG"/checkpoint_*.pt 2>/dev/null)" ] && long_resume=(--resume)
-"$PY" -m training.train --config training/configs/lite0_store_hkmr_long.yaml --out "$LONG" "${long_resume[@]}" \
-  --set "data.store_roots=[$STORE2]" --set "data.val_root=$DATA/synthetic/val" \
-  --set "model.init_checkpoint=$(last "$RUNS/lite0_hkmr")" --set optim.steps="${STEPS2:-6500}" --set optim.threads=1
+continue_stage "$LONG" training/configs/lite0_store_hkmr_long.yaml "$STORE2" "$(last "$RUNS/lite0_hkmr")" \
+  --set optim.steps="${STEPS2:-6500}"
 "$PY" -m training.evaluate --names "HKMR stage 2" "HKMR stage 1" --checkpoint "$(last "$LONG")" \
   --checkpoint "$(last "$RUNS/lite0_hkmr")" --data "synthetic:$DATA/synthetic/test" --workers 1 --out outputs/eval_stage2
 
-# The third stage: stage 2 continued on new people (seed 4), half of the crops
-# with a bystander beside, in front of or behind the person; evaluated on the test set and on the
-# same test people each with a bystander (--bystanders 1.0, same seed)
-STORE3="$DATA/store/train_s4_128_bystanders"
-"$PY" -m training.datasets.store render --out "$STORE3" --num "${NUM3:-100000}" --seed 4 --image-size 128 \
-  --bystanders 0.5 --processes "$STORE_PROCESSES"
+# The third stage: stage 2 continued on new people (seed 4), half of the crops with a bystander
+# beside, in front of or behind the person; the fourth (the default weights): stage 3 continued on
+# a fresh schedule at a lower peak rate on new people (seed 5), half with a bystander (steps as
+# in their configs; NUM_LATER people per store). Each is evaluated against the stage before on the
+# test set and on the same test people each with a bystander (--bystanders 1.0, same seed)
 [ -f "$DATA/synthetic/test_bystanders/manifest.json" ] || "$PY" -m training.datasets.synthetic \
   --out "$DATA/synthetic/test_bystanders" --num 1000 --seed 2 --bystanders 1.0
-STAGE3="$RUNS/lite0_hkmr_stage3"
-stage3_resume=(); [ -n "$(ls "$STAGE3"/checkpoint_*.pt 2>/dev/null)" ] && stage3_resume=(--resume)
-"$PY" -m training.train --config training/configs/lite0_store_hkmr_stage3.yaml --out "$STAGE3" "${stage3_resume[@]}" \
-  --set "data.store_roots=[$STORE3]" --set "data.val_root=$DATA/synthetic/val" \
-  --set "model.init_checkpoint=$(last "$LONG")" --set optim.steps="${STEPS3:-6500}" --set optim.threads=1
-"$PY" -m training.evaluate --names "HKMR stage 3" "HKMR stage 2" --checkpoint "$(last "$STAGE3")" \
-  --checkpoint "$(last "$LONG")" --data "synthetic:$DATA/synthetic/test" \
-  --data "synthetic:$DATA/synthetic/test_bystanders" --workers 1 --out outputs/eval_stage3
-
-# The fourth stage (the default weights): stage 3 continued on a fresh schedule at a lower peak rate
-# on new people (seed 5), half of the crops with a bystander
-STORE4="$DATA/store/train_s5_128_bystanders"
-"$PY" -m training.datasets.store render --out "$STORE4" --num "${NUM4:-100000}" --seed 5 --image-size 128 \
-  --bystanders 0.5 --processes "$STORE_PROCESSES"
-STAGE4="$RUNS/lite0_hkmr_stage4"
-stage4_resume=(); [ -n "$(ls "$STAGE4"/checkpoint_*.pt 2>/dev/null)" ] && stage4_resume=(--resume)
-"$PY" -m training.train --config training/configs/lite0_store_hkmr_stage4.yaml --out "$STAGE4" "${stage4_resume[@]}" \
-  --set "data.store_roots=[$STORE4]" --set "data.val_root=$DATA/synthetic/val" \
-  --set "model.init_checkpoint=$(last "$STAGE3")" --set optim.steps="${STEPS4:-6000}" --set optim.threads=1
-"$PY" -m training.evaluate --names "HKMR stage 4" "HKMR stage 3" --checkpoint "$(last "$STAGE4")" \
-  --checkpoint "$(last "$STAGE3")" --data "synthetic:$DATA/synthetic/test" \
-  --data "synthetic:$DATA/synthetic/test_bystanders" --workers 1 --out outputs/eval_stage4
+previous="$LONG"
+for stage in 3 4; do
+  store_seed=$((stage + 1))
+  store="$DATA/store/train_s${store_seed}_128_bystanders"
+  out="$RUNS/lite0_hkmr_stage$stage"
+  "$PY" -m training.datasets.store render --out "$store" --num "${NUM_LATER:-100000}" --seed "$store_seed" --image-size 128 \
+    --bystanders 0.5 --processes "$STORE_PROCESSES"
+  continue_stage "$out" "training/configs/lite0_store_hkmr_stage$stage.yaml" "$store" "$(last "$previous")"
+  "$PY" -m training.evaluate --names "HKMR stage $stage" "HKMR stage $((stage - 1))" --checkpoint "$(last "$out")" \
+    --checkpoint "$(last "$previous")" --data "synthetic:$DATA/synthetic/test" \
+    --data "synthetic:$DATA/synthetic/test_bystanders" --workers 1 --out "outputs/eval_stage$stage"
+  previous="$out"
+done
 
 # Occlusion protocol (bar, circle, rectangle; DoC 1-5; every joint), the paper's figure 6
 "$PY" -m training.evaluate --names HKMR HMR --checkpoint "$(last "$RUNS/lite0_hkmr")" --checkpoint "$(last "$RUNS/lite0_hmr")" \
