@@ -5,15 +5,16 @@
 # ablations at that budget, all evaluated beside the two baselines on a held-out test set (seed 2,
 # never trained on). Resumable: rerun after an interruption (the store renders only its missing shards,
 # `--resume` continues a run exactly).
-# On the 2-core development CPU one run of lite0_store_hkmr.yaml (2,000 steps of 32) takes hours;
-# this script is written for a bigger machine: STORE_PROCESSES renderers, RUNS_AT_ONCE trainings.
+# The first-stage runs (HKMR, HMR, second seeds, ablations) replay the default run's four phases on
+# the first 33,000 people of the seed-0 store (scripts/train_phased.sh: 2,700 steps of 32; on the
+# 2-core development CPU 36-42 min for two runs at once, one core each); the later stages take
+# 90-100 min each. STORE_PROCESSES renderers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
 DATA="${DATA:-data}"
 RUNS="${RUNS:-runs}"
-NUM="${NUM:-200000}"
-STEPS="${STEPS:-2000}"
+NUM="${NUM:-33000}"  # the phases use the first 33,000
 STORE_PROCESSES="${STORE_PROCESSES:-2}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 STORE="$DATA/store/train_s0_128"
@@ -21,12 +22,12 @@ STORE="$DATA/store/train_s0_128"
 "$PY" -m training.datasets.store render --out "$STORE" --num "$NUM" --seed 0 --image-size 128 --processes "$STORE_PROCESSES"
 [ -f "$DATA/synthetic/val/manifest.json" ] || "$PY" -m training.datasets.synthetic --out "$DATA/synthetic/val" --num 200 --seed 1
 [ -f "$DATA/synthetic/test/manifest.json" ] || "$PY" -m training.datasets.synthetic --out "$DATA/synthetic/test" --num 1000 --seed 2
+# the same test people, each with a bystander
+[ -f "$DATA/synthetic/test_bystanders/manifest.json" ] || "$PY" -m training.datasets.synthetic \
+  --out "$DATA/synthetic/test_bystanders" --num 1000 --seed 2 --bystanders 1.0
 
-run() {  # run OUT CONFIG [--set ...]: train (or resume) one run
-  local out=$1 config=$2; shift 2
-  local resume=(); [ -n "$(ls "$out"/checkpoint_*.pt 2>/dev/null)" ] && resume=(--resume)
-  "$PY" -m training.train --config "$config" --out "$out" "${resume[@]}" --set "data.store_roots=[$STORE]" \
-    --set "data.val_root=$DATA/synthetic/val" --set optim.steps="$STEPS" --set optim.threads=1 "$@"
+run() {  # run OUT CONFIG [--set ...]: train (or resume) one run through the first stage's phases
+  bash scripts/train_phased.sh "$1" "$2" "$STORE" "$DATA/synthetic/val" "${@:3}"
 }
 HKMR=training/configs/lite0_store_hkmr.yaml
 HMR=training/configs/lite0_store_hmr.yaml
@@ -42,7 +43,8 @@ wait
 "$PY" -m training.evaluate --names HKMR "HKMR seed 1" HMR "HMR seed 1" \
   --checkpoint "$(last "$RUNS/lite0_hkmr")" --checkpoint "$(last "$RUNS/lite0_hkmr_seed1")" \
   --checkpoint "$(last "$RUNS/lite0_hmr")" --checkpoint "$(last "$RUNS/lite0_hmr_seed1")" \
-  --data "synthetic:$DATA/synthetic/test" --workers 1 --out outputs/eval_pretrained
+  --data "synthetic:$DATA/synthetic/test" --data "synthetic:$DATA/synthetic/test_bystanders" --workers 1 \
+  --out outputs/eval_pretrained
 
 continue_stage() {  # continue_stage OUT CONFIG STORE INIT [--set ...]: a run that starts from INIT's weights
   local out=$1 config=$2 store=$3 init=$4; shift 4
@@ -55,20 +57,30 @@ continue_stage() {  # continue_stage OUT CONFIG STORE INIT [--set ...]: a run th
 # has not seen, a store of seed 3 (docs/results.md; there it was rendered while it trained,
 # scripts/train_growing_store.sh)
 STORE2="$DATA/store/train_s3_128"
-"$PY" -m training.datasets.store render --out "$STORE2" --num "${NUM2:-100000}" --seed 3 --image-size 128 --processes "$STORE_PROCESSES"
+"$PY" -m training.datasets.store render --out "$STORE2" --num "${NUM2:-139000}" --seed 3 --image-size 128 --processes "$STORE_PROCESSES"
 LONG="$RUNS/lite0_hkmr_long"
 continue_stage "$LONG" training/configs/lite0_store_hkmr_long.yaml "$STORE2" "$(last "$RUNS/lite0_hkmr")" \
   --set optim.steps="${STEPS2:-6500}"
 "$PY" -m training.evaluate --names "HKMR stage 2" "HKMR stage 1" --checkpoint "$(last "$LONG")" \
   --checkpoint "$(last "$RUNS/lite0_hkmr")" --data "synthetic:$DATA/synthetic/test" --workers 1 --out outputs/eval_stage2
 
+# HKMR against HMR at the second stage's budget: the seed-1 pair, each continued as the second stage
+# (its config and store, here finished before the runs start; HMR keeps its regressor)
+continue_stage "$RUNS/lite0_hkmr_seed1_stage2" training/configs/lite0_store_hkmr_long.yaml "$STORE2" \
+  "$(last "$RUNS/lite0_hkmr_seed1")" &
+continue_stage "$RUNS/lite0_hmr_seed1_stage2" training/configs/lite0_store_hkmr_long.yaml "$STORE2" \
+  "$(last "$RUNS/lite0_hmr_seed1")" --set model.regressor=hmr --set "model.regressor_kwargs={}" &
+wait
+"$PY" -m training.evaluate --names "HKMR seed 0, stage 2" "HKMR seed 1, stage 2" "HMR seed 1, stage 2" \
+  --checkpoint "$(last "$LONG")" --checkpoint "$(last "$RUNS/lite0_hkmr_seed1_stage2")" \
+  --checkpoint "$(last "$RUNS/lite0_hmr_seed1_stage2")" --data "synthetic:$DATA/synthetic/test" \
+  --data "synthetic:$DATA/synthetic/test_bystanders" --workers 1 --out outputs/eval_pair_stage2
+
 # The third stage: stage 2 continued on new people (seed 4), half of the crops with a bystander
 # beside, in front of or behind the person; the fourth (the default weights): stage 3 continued on
 # a fresh schedule at a lower peak rate on new people (seed 5), half with a bystander (steps as
 # in their configs; NUM_LATER people per store). Each is evaluated against the stage before on the
 # test set and on the same test people each with a bystander (--bystanders 1.0, same seed)
-[ -f "$DATA/synthetic/test_bystanders/manifest.json" ] || "$PY" -m training.datasets.synthetic \
-  --out "$DATA/synthetic/test_bystanders" --num 1000 --seed 2 --bystanders 1.0
 previous="$LONG"
 for stage in 3 4; do
   store_seed=$((stage + 1))
@@ -83,9 +95,12 @@ for stage in 3 4; do
   previous="$out"
 done
 
-# Occlusion protocol (bar, circle, rectangle; DoC 1-5; every joint), the paper's figure 6
-"$PY" -m training.evaluate --names HKMR HMR --checkpoint "$(last "$RUNS/lite0_hkmr")" --checkpoint "$(last "$RUNS/lite0_hmr")" \
-  --data "synthetic:$DATA/synthetic/test" --occlusion --max-samples 150 --joint-stride 1 --workers 1 --batch-size 8 \
+# Occlusion protocol (bar, circle, rectangle; DoC 1-5; every third joint on 150 test images), the
+# paper's figure 6, for both seeds of the first-stage pair
+"$PY" -m training.evaluate --names HKMR "HKMR seed 1" HMR "HMR seed 1" \
+  --checkpoint "$(last "$RUNS/lite0_hkmr")" --checkpoint "$(last "$RUNS/lite0_hkmr_seed1")" \
+  --checkpoint "$(last "$RUNS/lite0_hmr")" --checkpoint "$(last "$RUNS/lite0_hmr_seed1")" \
+  --data "synthetic:$DATA/synthetic/test" --occlusion --max-samples 150 --joint-stride 3 --workers 1 --batch-size 8 \
   --out outputs/eval_pretrained_occlusion
 
 # Ablations at the same budget, one change each from the HKMR run
