@@ -41,4 +41,4 @@ for phase in "${PHASES[@]}"; do
       --set optim.steps="$steps" --stop-at "$last"
   fi
 done
-echo "[train_phased] $out reached step 2700"
+echo "[train_phased] $out reached step $last"
