@@ -7,6 +7,7 @@
 #                                        #        STEPS, BATCH, TRAIN_SECONDS, WORKERS, REGRESSOR
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/checkpoints.sh
 PY="${PYTHON:-python3}"
 OUT="${OUT:-runs/gpu}"
 ENCODER="${ENCODER:-efficientnet_lite0}"
@@ -51,7 +52,7 @@ timeout "$TRAIN_SECONDS" "$PY" -m training.train --config training/configs/lite0
 echo "trained after $(( $(date +%s) - T0 )) s"
 
 # 3. evaluation of the latest checkpoint beside the baselines
-CKPT="$(ls "$OUT"/run/checkpoint_*.pt | sort | tail -1)"
+CKPT="$(last "$OUT/run")"
 "$PY" -m training.evaluate --checkpoint "$CKPT" --names "$REGRESSOR $ENCODER $SIZE px" \
   --data "synthetic:$OUT/test_s2" --workers 4 --batch-size 64 --device cuda --out "$OUT/eval" | tee "$OUT/eval.log"
 echo "done after $(( $(date +%s) - T0 )) s: $CKPT, $OUT/eval/results.md"

@@ -10,6 +10,7 @@
 # The --set overrides apply to every phase (e.g. optim.threads=1); CONFIG only to the first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/checkpoints.sh
 PY="${PYTHON:-python3}"
 PHASE_STEPS="${PHASE_STEPS:-500}"
 if [ $# -lt 4 ]; then
@@ -19,23 +20,16 @@ fi
 out=$1 store=$2 steps=$3 config=$4
 shift 4
 
-latest_step() {  # the step of OUT's newest checkpoint, or nothing
-  local newest
-  newest=$(ls "$out"/checkpoint_*.pt 2>/dev/null | sort | tail -1)
-  [ -n "$newest" ] && basename "$newest" .pt | sed 's/checkpoint_//'
-}
-
 while :; do
-  step=$(latest_step || true)
+  step=$(checkpoint_step "$out")
   samples=$("$PY" -m training.datasets.store info "$store" --ready)
-  if [ -z "$step" ]; then
+  if [ "$step" -eq 0 ]; then
     mkdir -p "$out"
     printf '0\t%s\n' "$samples" >> "$out/phases.tsv"
     "$PY" -m training.train --config "$config" --out "$out" --set "data.store_roots=[$store]" \
       --set "data.store_samples=[$samples]" --set optim.steps="$steps" "$@" --stop-at "$PHASE_STEPS"
     continue
   fi
-  step=$((10#$step))
   [ "$step" -ge "$steps" ] && break
   printf '%s\t%s\n' "$step" "$samples" >> "$out/phases.tsv"
   "$PY" -m training.train --resume --out "$out" --set "data.store_samples=[$samples]" \

@@ -10,6 +10,7 @@
 # may still be rendering: each phase waits until it holds that phase's samples.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/checkpoints.sh
 PY="${PYTHON:-python3}"
 if [ $# -lt 4 ]; then
   echo "usage: bash scripts/train_phased.sh OUT CONFIG STORE VAL [--set SECTION.KEY=VALUE ...]" >&2
@@ -21,15 +22,9 @@ shift 4
 # start at steps 0, 176, 500 and 1,198
 PHASES=("176 4500 2000" "500 10000 1000" "1198 17000 2500" "2700 33000 2700")
 
-latest_step() {  # the step of OUT's newest checkpoint, or 0
-  local newest
-  newest=$(ls "$out"/checkpoint_*.pt 2>/dev/null | sort | tail -1)
-  if [ -n "$newest" ]; then echo $((10#$(basename "$newest" .pt | sed 's/checkpoint_//'))); else echo 0; fi
-}
-
 for phase in "${PHASES[@]}"; do
   read -r last samples steps <<< "$phase"
-  step=$(latest_step)
+  step=$(checkpoint_step "$out")
   [ "$step" -ge "$last" ] && continue
   until [ "$("$PY" -m training.datasets.store info "$store" --ready)" -ge "$samples" ]; do sleep 30; done
   if [ "$step" -eq 0 ]; then

@@ -11,6 +11,7 @@
 # 90-100 min each. STORE_PROCESSES renderers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/checkpoints.sh
 PY="${PYTHON:-python3}"
 DATA="${DATA:-data}"
 RUNS="${RUNS:-runs}"
@@ -31,7 +32,6 @@ run() {  # run OUT CONFIG [--set ...]: train (or resume) one run through the fir
 }
 HKMR=training/configs/lite0_store_hkmr.yaml
 HMR=training/configs/lite0_store_hmr.yaml
-last() { ls "$1"/checkpoint_*.pt | sort | tail -1; }
 
 # HKMR against HMR, two seeds each (seed changes the initialisation of the regressor and the data order)
 run "$RUNS/lite0_hkmr" $HKMR &
@@ -48,7 +48,7 @@ wait
 
 continue_stage() {  # continue_stage OUT CONFIG STORE INIT [--set ...]: a run that starts from INIT's weights
   local out=$1 config=$2 store=$3 init=$4; shift 4
-  local resume=(); [ -n "$(ls "$out"/checkpoint_*.pt 2>/dev/null)" ] && resume=(--resume)
+  local resume=(); [ -n "$(newest_checkpoint "$out")" ] && resume=(--resume)
   "$PY" -m training.train --config "$config" --out "$out" "${resume[@]}" --set "data.store_roots=[$store]" \
     --set "data.val_root=$DATA/synthetic/val" --set "model.init_checkpoint=$init" --set optim.threads=1 "$@"
 }
