@@ -95,6 +95,24 @@ for stage in 3 4; do
   previous="$out"
 done
 
+# HKMR against HMR at the third stage's budget (502,400 samples seen): the second-stage pair, each
+# continued with the third stage's config on the seed-5 store, all of it rendered before the runs
+# start (NUM_LATER people, half with a bystander; 117,000 in docs/results.md), so both see the same ones
+continue_stage "$RUNS/lite0_hkmr_seed1_stage3" training/configs/lite0_store_hkmr_stage3.yaml \
+  "$DATA/store/train_s5_128_bystanders" "$(last "$RUNS/lite0_hkmr_seed1_stage2")" &
+continue_stage "$RUNS/lite0_hmr_seed1_stage3" training/configs/lite0_store_hkmr_stage3.yaml \
+  "$DATA/store/train_s5_128_bystanders" "$(last "$RUNS/lite0_hmr_seed1_stage2")" \
+  --set model.regressor=hmr --set "model.regressor_kwargs={}" &
+wait
+"$PY" -m training.evaluate --names "HKMR seed 0, stage 3" "HKMR seed 1, stage 3" "HMR seed 1, stage 3" \
+  --checkpoint "$(last "$RUNS/lite0_hkmr_stage3")" --checkpoint "$(last "$RUNS/lite0_hkmr_seed1_stage3")" \
+  --checkpoint "$(last "$RUNS/lite0_hmr_seed1_stage3")" --data "synthetic:$DATA/synthetic/test" \
+  --data "synthetic:$DATA/synthetic/test_bystanders" --workers 1 --out outputs/eval_pair_stage3
+"$PY" -m training.evaluate --names "HKMR seed 1, stage 3" "HMR seed 1, stage 3" \
+  --checkpoint "$(last "$RUNS/lite0_hkmr_seed1_stage3")" --checkpoint "$(last "$RUNS/lite0_hmr_seed1_stage3")" \
+  --data "synthetic:$DATA/synthetic/test" --occlusion --max-samples 150 --joint-stride 3 --workers 1 --batch-size 8 \
+  --out outputs/eval_pair_stage3_occlusion
+
 # Occlusion protocol (bar, circle, rectangle; DoC 1-5; every third joint on 150 test images), the
 # paper's figure 6, for both seeds of the first-stage pair
 "$PY" -m training.evaluate --names HKMR "HKMR seed 1" HMR "HMR seed 1" \
