@@ -53,6 +53,15 @@ continue_stage() {  # continue_stage OUT CONFIG STORE INIT [--set ...]: a run th
     --set "data.val_root=$DATA/synthetic/val" --set "model.init_checkpoint=$init" --set optim.threads=1 "$@"
 }
 
+continue_pair() {  # continue_pair FROM TO CONFIG STORE: the seed-1 HKMR and HMR runs lite0_*_seed1FROM
+  # continued side by side as lite0_*_seed1TO (HMR keeps its regressor)
+  local from=$1 to=$2 config=$3 store=$4
+  continue_stage "$RUNS/lite0_hkmr_seed1$to" "$config" "$store" "$(last "$RUNS/lite0_hkmr_seed1$from")" &
+  continue_stage "$RUNS/lite0_hmr_seed1$to" "$config" "$store" "$(last "$RUNS/lite0_hmr_seed1$from")" \
+    --set model.regressor=hmr --set "model.regressor_kwargs={}" &
+  wait
+}
+
 # The default weights' second stage: the HKMR run continued (model.init_checkpoint) on people it
 # has not seen, a store of seed 3 (docs/results.md; there it was rendered while it trained,
 # scripts/train_growing_store.sh)
@@ -65,12 +74,8 @@ continue_stage "$LONG" training/configs/lite0_store_hkmr_long.yaml "$STORE2" "$(
   --checkpoint "$(last "$RUNS/lite0_hkmr")" --data "synthetic:$DATA/synthetic/test" --workers 1 --out outputs/eval_stage2
 
 # HKMR against HMR at the second stage's budget: the seed-1 pair, each continued as the second stage
-# (its config and store, here finished before the runs start; HMR keeps its regressor)
-continue_stage "$RUNS/lite0_hkmr_seed1_stage2" training/configs/lite0_store_hkmr_long.yaml "$STORE2" \
-  "$(last "$RUNS/lite0_hkmr_seed1")" &
-continue_stage "$RUNS/lite0_hmr_seed1_stage2" training/configs/lite0_store_hkmr_long.yaml "$STORE2" \
-  "$(last "$RUNS/lite0_hmr_seed1")" --set model.regressor=hmr --set "model.regressor_kwargs={}" &
-wait
+# (its config and store, here finished before the runs start)
+continue_pair "" _stage2 training/configs/lite0_store_hkmr_long.yaml "$STORE2"
 "$PY" -m training.evaluate --names "HKMR seed 0, stage 2" "HKMR seed 1, stage 2" "HMR seed 1, stage 2" \
   --checkpoint "$(last "$LONG")" --checkpoint "$(last "$RUNS/lite0_hkmr_seed1_stage2")" \
   --checkpoint "$(last "$RUNS/lite0_hmr_seed1_stage2")" --data "synthetic:$DATA/synthetic/test" \
@@ -98,12 +103,7 @@ done
 # HKMR against HMR at the third stage's budget (502,400 samples seen): the second-stage pair, each
 # continued with the third stage's config on the seed-5 store, all of it rendered before the runs
 # start (NUM_LATER people, half with a bystander; 117,000 in docs/results.md), so both see the same ones
-continue_stage "$RUNS/lite0_hkmr_seed1_stage3" training/configs/lite0_store_hkmr_stage3.yaml \
-  "$DATA/store/train_s5_128_bystanders" "$(last "$RUNS/lite0_hkmr_seed1_stage2")" &
-continue_stage "$RUNS/lite0_hmr_seed1_stage3" training/configs/lite0_store_hkmr_stage3.yaml \
-  "$DATA/store/train_s5_128_bystanders" "$(last "$RUNS/lite0_hmr_seed1_stage2")" \
-  --set model.regressor=hmr --set "model.regressor_kwargs={}" &
-wait
+continue_pair _stage2 _stage3 training/configs/lite0_store_hkmr_stage3.yaml "$DATA/store/train_s5_128_bystanders"
 "$PY" -m training.evaluate --names "HKMR seed 0, stage 3" "HKMR seed 1, stage 3" "HMR seed 1, stage 3" \
   --checkpoint "$(last "$RUNS/lite0_hkmr_stage3")" --checkpoint "$(last "$RUNS/lite0_hkmr_seed1_stage3")" \
   --checkpoint "$(last "$RUNS/lite0_hmr_seed1_stage3")" --data "synthetic:$DATA/synthetic/test" \
