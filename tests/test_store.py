@@ -1,8 +1,13 @@
 """The pre-rendered store: a stored sample equals its freshly rendered twin, rendering resumes and
-splits over processes with identical bytes, and training resumes bit-identically from a store."""
+splits over processes with identical bytes, a killed renderer leaves no workers behind, and
+training resumes bit-identically from a store."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -145,3 +150,51 @@ def test_stop_at_then_resume_equals_the_straight_run(store, tmp_path):
     assert stopped.step == 3 and stopped.checkpoint.name == "checkpoint_00000003.pt"
     resumed = train(store_config(store, "optim.steps=4", "log.checkpoint_every=100"), tmp_path / "split", resume=True)
     assert stopped.losses + resumed.losses == straight.losses
+
+
+# stands in for render_store's worker pool: two spawned processes that would outlive their parent
+SLEEPING_POOL = """
+import multiprocessing, time
+from training.datasets.store import stopped_with
+ctx = multiprocessing.get_context("spawn")
+workers = [ctx.Process(target=time.sleep, args=(600,)) for _ in range(2)]
+with stopped_with(workers):
+    for w in workers:
+        w.start()
+    print(" ".join(str(w.pid) for w in workers), flush=True)
+    for w in workers:
+        w.join()
+"""
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_sigterm_to_the_renderer_stops_its_workers():
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    parent = subprocess.Popen([sys.executable, "-c", SLEEPING_POOL], stdout=subprocess.PIPE, text=True, env=env)
+    pids = [int(p) for p in parent.stdout.readline().split()]
+    assert len(pids) == 2 and all(alive(p) for p in pids)
+    parent.send_signal(signal.SIGTERM)  # the parent alone, as `kill PID` or a scheduler sends it
+    assert parent.wait(timeout=60) == 128 + signal.SIGTERM
+    assert not any(alive(p) for p in pids)
+
+
+def test_an_error_in_the_pool_stops_its_workers():
+    import multiprocessing
+    import time
+
+    from training.datasets.store import stopped_with
+
+    workers = [multiprocessing.get_context("spawn").Process(target=time.sleep, args=(600,))]
+    with pytest.raises(RuntimeError, match="boom"):
+        with stopped_with(workers):
+            workers[0].start()
+            raise RuntimeError("boom")
+    assert not workers[0].is_alive() and workers[0].exitcode == -signal.SIGTERM

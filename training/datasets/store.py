@@ -22,11 +22,14 @@ CLI:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import multiprocessing
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Union
@@ -175,6 +178,30 @@ def render_worker(root: str, worker: int, processes: int, progress: bool = True)
     return len(todo)
 
 
+def _exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def stopped_with(workers: Sequence[multiprocessing.process.BaseProcess]):
+    """Terminate `workers` when the block ends early, by an error, Ctrl-C or SIGTERM: the parent
+    killed alone (by `kill`, a job scheduler or a timeout) must not leave orphaned renderers
+    holding the CPUs. Complete shards are kept; a rerun renders only the missing ones."""
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if main_thread else None
+    try:
+        yield
+    finally:
+        for w in workers:
+            if w.is_alive():
+                w.terminate()
+        for w in workers:
+            if w.pid is not None:
+                w.join()
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
 def render_store(out: Union[str, Path], num: int, seed: int, image_size: int, shard_size: int = 500,
                  processes: int = 1, msaa_samples: int = 4, body_model_file: Optional[str] = None,
                  progress: bool = True, bystander_prob: float = 0.0) -> Dict:
@@ -186,10 +213,11 @@ def render_store(out: Union[str, Path], num: int, seed: int, image_size: int, sh
     else:
         ctx = multiprocessing.get_context("spawn")  # a fresh EGL context per process
         workers = [ctx.Process(target=render_worker, args=(str(out), k, processes, progress)) for k in range(processes)]
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
+        with stopped_with(workers):
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join()
         failed = [k for k, w in enumerate(workers) if w.exitcode != 0]
         if failed:
             raise RuntimeError(f"render workers {failed} failed; rerun the command to resume")
