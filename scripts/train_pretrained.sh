@@ -113,6 +113,19 @@ continue_pair _stage2 _stage3 training/configs/lite0_store_hkmr_stage3.yaml "$DA
   --data "synthetic:$DATA/synthetic/test" --occlusion --max-samples 150 --joint-stride 3 --workers 1 --batch-size 8 \
   --out outputs/eval_pair_stage3_occlusion
 
+# HKMR against HMR at the fourth stage's budget (694,400 samples seen, the default's): the third-stage
+# pair, each continued with the fourth stage's config on the seed-4 store (the people of the default's
+# third stage, as the pair's third stage had the default's fourth), all of it rendered above
+continue_pair _stage3 _stage4 training/configs/lite0_store_hkmr_stage4.yaml "$DATA/store/train_s4_128_bystanders"
+"$PY" -m training.evaluate --names "HKMR seed 0, stage 4" "HKMR seed 1, stage 4" "HMR seed 1, stage 4" \
+  --checkpoint "$(last "$RUNS/lite0_hkmr_stage4")" --checkpoint "$(last "$RUNS/lite0_hkmr_seed1_stage4")" \
+  --checkpoint "$(last "$RUNS/lite0_hmr_seed1_stage4")" --data "synthetic:$DATA/synthetic/test" \
+  --data "synthetic:$DATA/synthetic/test_bystanders" --workers 1 --out outputs/eval_pair_stage4
+"$PY" -m training.evaluate --names "HKMR seed 1, stage 4" "HMR seed 1, stage 4" \
+  --checkpoint "$(last "$RUNS/lite0_hkmr_seed1_stage4")" --checkpoint "$(last "$RUNS/lite0_hmr_seed1_stage4")" \
+  --data "synthetic:$DATA/synthetic/test" --occlusion --max-samples 150 --joint-stride 3 --workers 1 --batch-size 8 \
+  --out outputs/eval_pair_stage4_occlusion
+
 # Occlusion protocol (bar, circle, rectangle; DoC 1-5; every third joint on 150 test images), the
 # paper's figure 6, for both seeds of the first-stage pair
 "$PY" -m training.evaluate --names HKMR "HKMR seed 1" HMR "HMR seed 1" \
