@@ -100,31 +100,25 @@ for stage in 3 4; do
   previous="$out"
 done
 
-# HKMR against HMR at the third stage's budget (502,400 samples seen): the second-stage pair, each
-# continued with the third stage's config on the seed-5 store, all of it rendered before the runs
-# start (NUM_LATER people, half with a bystander; 117,000 in docs/results.md), so both see the same ones
-continue_pair _stage2 _stage3 training/configs/lite0_store_hkmr_stage3.yaml "$DATA/store/train_s5_128_bystanders"
-"$PY" -m training.evaluate --names "HKMR seed 0, stage 3" "HKMR seed 1, stage 3" "HMR seed 1, stage 3" \
-  --checkpoint "$(last "$RUNS/lite0_hkmr_stage3")" --checkpoint "$(last "$RUNS/lite0_hkmr_seed1_stage3")" \
-  --checkpoint "$(last "$RUNS/lite0_hmr_seed1_stage3")" --data "synthetic:$DATA/synthetic/test" \
-  --data "synthetic:$DATA/synthetic/test_bystanders" --workers 1 --out outputs/eval_pair_stage3
-"$PY" -m training.evaluate --names "HKMR seed 1, stage 3" "HMR seed 1, stage 3" \
-  --checkpoint "$(last "$RUNS/lite0_hkmr_seed1_stage3")" --checkpoint "$(last "$RUNS/lite0_hmr_seed1_stage3")" \
-  --data "synthetic:$DATA/synthetic/test" --occlusion --max-samples 150 --joint-stride 3 --workers 1 --batch-size 8 \
-  --out outputs/eval_pair_stage3_occlusion
+pair_stage() {  # pair_stage STAGE STORE: the previous stage's seed-1 pair continued with stage STAGE's
+  # config on STORE, evaluated beside HKMR seed 0's own stage, then under the occlusion protocol
+  local stage=$1 store=$2 s1="$RUNS/lite0_hkmr_seed1_stage$1" h1="$RUNS/lite0_hmr_seed1_stage$1"
+  continue_pair "_stage$((stage - 1))" "_stage$stage" "training/configs/lite0_store_hkmr_stage$stage.yaml" "$store"
+  "$PY" -m training.evaluate --names "HKMR seed 0, stage $stage" "HKMR seed 1, stage $stage" "HMR seed 1, stage $stage" \
+    --checkpoint "$(last "$RUNS/lite0_hkmr_stage$stage")" --checkpoint "$(last "$s1")" --checkpoint "$(last "$h1")" \
+    --data "synthetic:$DATA/synthetic/test" --data "synthetic:$DATA/synthetic/test_bystanders" --workers 1 \
+    --out "outputs/eval_pair_stage$stage"
+  "$PY" -m training.evaluate --names "HKMR seed 1, stage $stage" "HMR seed 1, stage $stage" \
+    --checkpoint "$(last "$s1")" --checkpoint "$(last "$h1")" --data "synthetic:$DATA/synthetic/test" --occlusion \
+    --max-samples 150 --joint-stride 3 --workers 1 --batch-size 8 --out "outputs/eval_pair_stage${stage}_occlusion"
+}
 
-# HKMR against HMR at the fourth stage's budget (694,400 samples seen, the default's): the third-stage
-# pair, each continued with the fourth stage's config on the seed-4 store (the people of the default's
-# third stage, as the pair's third stage had the default's fourth), all of it rendered above
-continue_pair _stage3 _stage4 training/configs/lite0_store_hkmr_stage4.yaml "$DATA/store/train_s4_128_bystanders"
-"$PY" -m training.evaluate --names "HKMR seed 0, stage 4" "HKMR seed 1, stage 4" "HMR seed 1, stage 4" \
-  --checkpoint "$(last "$RUNS/lite0_hkmr_stage4")" --checkpoint "$(last "$RUNS/lite0_hkmr_seed1_stage4")" \
-  --checkpoint "$(last "$RUNS/lite0_hmr_seed1_stage4")" --data "synthetic:$DATA/synthetic/test" \
-  --data "synthetic:$DATA/synthetic/test_bystanders" --workers 1 --out outputs/eval_pair_stage4
-"$PY" -m training.evaluate --names "HKMR seed 1, stage 4" "HMR seed 1, stage 4" \
-  --checkpoint "$(last "$RUNS/lite0_hkmr_seed1_stage4")" --checkpoint "$(last "$RUNS/lite0_hmr_seed1_stage4")" \
-  --data "synthetic:$DATA/synthetic/test" --occlusion --max-samples 150 --joint-stride 3 --workers 1 --batch-size 8 \
-  --out outputs/eval_pair_stage4_occlusion
+# HKMR against HMR at the third stage's budget (502,400 samples seen) on the seed-5 store, all of it
+# rendered before the runs start (NUM_LATER people, half with a bystander; 117,000 in
+# docs/results.md), so both see the same ones; then at the fourth stage's budget (694,400, the
+# default's) on the seed-4 store (the people of the default's third stage)
+pair_stage 3 "$DATA/store/train_s5_128_bystanders"
+pair_stage 4 "$DATA/store/train_s4_128_bystanders"
 
 # Occlusion protocol (bar, circle, rectangle; DoC 1-5; every third joint on 150 test images), the
 # paper's figure 6, for both seeds of the first-stage pair
