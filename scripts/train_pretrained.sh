@@ -141,3 +141,36 @@ run "$RUNS/lite0_discriminator" $HKMR --set prior.kind=discriminator
   --checkpoint "$(last "$RUNS/lite0_forward_only")" --checkpoint "$(last "$RUNS/lite0_inner2")" \
   --checkpoint "$(last "$RUNS/lite0_outer1")" --checkpoint "$(last "$RUNS/lite0_discriminator")" \
   --data "synthetic:$DATA/synthetic/test" --workers 1 --out outputs/eval_pretrained_ablation
+
+# Ablations at the full budget: the default weights (the fourth stage) fine-tuned 1,250 more steps on
+# people no stage has seen (seed 6), unchanged (two seeds: the noise of this protocol) and with one
+# ingredient of the regressor removed (model.init_ablation), two runs at a time; then the default
+# weights run at fewer iterations without retraining (--iterations)
+STORE6="$DATA/store/train_s6_128_bystanders"
+"$PY" -m training.datasets.store render --out "$STORE6" --num 32000 --seed 6 --image-size 128 --bystanders 0.5 \
+  --processes "$STORE_PROCESSES"
+ablate() {  # ablate NAME [--set ...]: the fourth stage's weights fine-tuned as RUNS/finetune_NAME
+  local name=$1; shift
+  continue_stage "$RUNS/finetune_$name" training/configs/lite0_store_hkmr_ablation.yaml "$STORE6" \
+    "$(last "$RUNS/lite0_hkmr_stage4")" "$@"
+}
+variant() {  # variant NAME KWARGS: an ablation started from the full network's layers
+  ablate "$1" --set model.init_ablation=true --set "model.regressor_kwargs={$2}"
+}
+ablate hkmr &
+ablate hkmr_seed7 --set seed=7 &
+wait
+variant no_hierarchy "inner_iters: 4, outer_iters: 3, joint_hierarchy: false" &
+variant forward_only "inner_iters: 4, outer_iters: 3, backward_pass: false" &
+wait
+variant inner2 "inner_iters: 2, outer_iters: 3" &
+variant outer1 "inner_iters: 4, outer_iters: 1" &
+wait
+"$PY" -m training.evaluate --names "HKMR" "HKMR seed 7" "no joint hierarchy" "forward only" "2 inner" "1 outer" \
+  --checkpoint "$(last "$RUNS/finetune_hkmr")" --checkpoint "$(last "$RUNS/finetune_hkmr_seed7")" \
+  --checkpoint "$(last "$RUNS/finetune_no_hierarchy")" --checkpoint "$(last "$RUNS/finetune_forward_only")" \
+  --checkpoint "$(last "$RUNS/finetune_inner2")" --checkpoint "$(last "$RUNS/finetune_outer1")" \
+  --data "synthetic:$DATA/synthetic/test" --workers 1 --out outputs/eval_ablation_full_budget
+"$PY" -m training.evaluate --names "HKMR stage 4" --checkpoint "$(last "$RUNS/lite0_hkmr_stage4")" \
+  --iterations 2x3 1x3 4x2 4x1 --data "synthetic:$DATA/synthetic/test" --workers 1 \
+  --out outputs/eval_iterations_stage4

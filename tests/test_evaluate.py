@@ -263,3 +263,24 @@ def test_predict_renormalises_for_the_encoder(setup):
         direct = method.model(x)["cam"][:, -1]
     assert torch.allclose(a["cam"], b["cam"], atol=1e-5) and torch.allclose(a["rotmat"], b["rotmat"], atol=1e-5)
     assert torch.allclose(b["cam"], direct, atol=1e-5)
+
+
+def test_iterations_run_the_trained_hkmr_at_other_counts(setup, capsys):
+    root, hkmr_ckpt, hmr_ckpt, body = setup
+    out = root / "out_iterations"
+    rc = evaluate.main(["--checkpoint", str(hkmr_ckpt), "--names", "HKMR", "--iterations", "1x2", "2x1",
+                        "--data", f"synthetic:{root / 'test_set'}", "--body-model", str(body), "--out", str(out),
+                        "--batch-size", "4", "--workers", "0", "--device", "cpu"])
+    assert rc == 0, capsys.readouterr().err
+    results = json.loads((out / "results.json").read_text())
+    clean = results["datasets"]["test_set"]["clean"]
+    same, other = "HKMR, 1x2 iterations", "HKMR, 2x1 iterations"  # the checkpoint's own counts are 1x2
+    assert results["methods"][other]["regressor_kwargs"]["inner_iters"] == 2
+    assert results["methods"][other]["regressor_kwargs"]["outer_iters"] == 1
+    assert clean[same]["h36m17"]["mpjpe"] == pytest.approx(clean["HKMR"]["h36m17"]["mpjpe"])
+    assert clean[other]["h36m17"]["mpjpe"] != pytest.approx(clean["HKMR"]["h36m17"]["mpjpe"])
+    with pytest.raises(ValueError, match="applies to HKMR"):
+        evaluate.load_method(hmr_ckpt, "HMR", torch.device("cpu"), (2, 1))
+    with pytest.raises(SystemExit):
+        evaluate.parse_args(["--checkpoint", "c.pt", "--data", "synthetic:x", "--iterations", "2by3"])
+    assert "INNERxOUTER" in capsys.readouterr().err

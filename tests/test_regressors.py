@@ -418,3 +418,41 @@ def test_hkmr_exports_to_onnx_and_onnxruntime_agrees(rotation):
     for name, value in zip(names, session.run(names, {"features": x.numpy()})):
         np.testing.assert_allclose(value, expected[name].numpy(), atol=1e-4, rtol=0)
     assert math.isfinite(float(np.abs(value).sum()))
+
+
+def ablation_pair(**ablation) -> tuple[HKMRRegressor, HKMRRegressor]:
+    """A full HKMR with clear joint-layer weights and an ablation of it loaded with state_from_full."""
+    full = tiny_hkmr(rotation="6d", inner_iters=ablation.pop("inner_iters", 4))
+    scale_joint_layers(full)
+    ablated = tiny_hkmr(rotation="6d", inner_iters=full.inner_iters, **ablation)
+    ablated.load_state_dict(ablated.state_from_full(full.state_dict()))  # strict: nothing missing or left over
+    return full, ablated
+
+
+def test_no_hierarchy_started_from_full_weights_drops_only_the_older_updates():
+    full, ablated = ablation_pair(joint_hierarchy=False)
+    features = torch.randn(3, FEAT, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        before = full.forward_stepwise(features)["pose"]
+        assert (before - ablated.forward_stepwise(features)["pose"]).abs().max() > 1e-3
+        for group in (full.root_chain, full.child_chains):  # zero the rows reading dtheta_{i-2}, ..., dtheta_0
+            for weights in (group.forward_weights, group.backward_weights):
+                for w in weights:
+                    w[:, EMBED + 6:] = 0.0
+        for mode in ("forward_stepwise", "forward_collapsed"):
+            torch.testing.assert_close(getattr(ablated, mode)(features)["pose"], getattr(full, mode)(features)["pose"])
+
+
+def test_forward_only_started_from_full_weights_keeps_the_forward_layers():
+    full, ablated = ablation_pair(backward_pass=False, inner_iters=1)  # one pass: a forward pass in both
+    assert not hasattr(ablated.child_chains, "backward_weights")
+    features = torch.randn(3, FEAT, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        torch.testing.assert_close(ablated.forward_stepwise(features)["pose"], full.forward_stepwise(features)["pose"])
+
+
+def test_iteration_counts_share_the_full_weights():
+    full = tiny_hkmr(rotation="6d")
+    fewer = tiny_hkmr(rotation="6d", inner_iters=2, outer_iters=1)
+    fewer.load_state_dict(fewer.state_from_full(full.state_dict()))
+    assert fewer.state_from_full(full.state_dict()).keys() == full.state_dict().keys()

@@ -302,3 +302,23 @@ def test_mixed_precision_on_gpu_and_resume(tiny, tmp_path, dtype):
     ckpt = torch.load(tmp_path / "run" / "checkpoint_00000004.pt", weights_only=False)
     assert "cuda" in ckpt["rng"][0]
     assert (ckpt["scaler"].get("scale") is not None) == (dtype == "float16")
+
+
+def test_init_ablation_starts_an_ablated_hkmr_from_full_weights(tiny, tmp_path):
+    first = train(tiny_config(tiny, "optim.steps=2", "log.checkpoint_every=2"), tmp_path / "first")
+    ablated = "model.regressor_kwargs={inner_iters: 1, outer_iters: 2, joint_hierarchy: false, backward_pass: false}"
+    with pytest.raises(ValueError, match="does not fit"):  # without init_ablation the layers differ
+        train(tiny_config(tiny, "optim.steps=0", ablated, f"model.init_checkpoint={first.checkpoint}"), tmp_path / "a")
+    started = train(tiny_config(tiny, "optim.steps=0", ablated, f"model.init_checkpoint={first.checkpoint}",
+                                "model.init_ablation=true"), tmp_path / "b")
+    full = first.model.state_dict()
+    for key, value in started.model.state_dict().items():
+        assert torch.equal(value, full[key][:, : value.shape[1]] if "_weights." in key else full[key]), key
+    assert any("backward_" in key for key in full)
+    assert not any("backward_" in key for key in started.model.state_dict())
+    with pytest.raises(ValueError, match="needs model.init_checkpoint"):
+        train(tiny_config(tiny, "model.init_ablation=true"), tmp_path / "c")
+    hmr = tiny_config(tiny, "model.regressor=hmr", "model.regressor_kwargs={}", "model.init_ablation=true",
+                      f"model.init_checkpoint={first.checkpoint}")
+    with pytest.raises(ValueError, match="ablated HKMR"):
+        train(hmr, tmp_path / "d")

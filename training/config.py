@@ -26,6 +26,10 @@ class ModelConfig:
     # a released model.pt or a run's checkpoint whose network weights a fresh run starts from
     # (fine-tuning; supersedes encoder_weights); ignored by --resume, which loads its own checkpoint
     init_checkpoint: Optional[str] = None
+    # init_checkpoint is a full HKMR (hierarchy, backward passes) and this config one of its
+    # ablations (regressor_kwargs): the layers the ablation lacks are dropped, see
+    # HKMRRegressor.state_from_full
+    init_ablation: bool = False
     rotation: str = "6d"  # rotation representation the regressor predicts
     body_model: Optional[str] = None  # SMPL-format file; None = $HKMR_SMPL_MODEL or the open default
     # passed to the regressor as keyword arguments, e.g. HKMR's ablations

@@ -64,17 +64,45 @@ def _checkpoint_config(path: Path, ckpt: Dict[str, Any]) -> Config:
                             f"{', '.join(str(c) for c in candidates)} exists")
 
 
-def load_method(checkpoint: str | Path, name: str, device: torch.device) -> Method:
-    """Build the network of a checkpoint from its config and load its weights, in eval mode."""
+def load_method(checkpoint: str | Path, name: str, device: torch.device,
+                iterations: Optional[Tuple[int, int]] = None) -> Method:
+    """Build the network of a checkpoint from its config and load its weights, in eval mode.
+
+    iterations: (inner, outer) counts to run an HKMR checkpoint with instead of its own (its layers
+    are the same at every iteration, so any count runs on the trained weights).
+    """
     from training.models.mesh_regressor import build_model, read_checkpoint
 
     path = Path(checkpoint)
     ckpt = read_checkpoint(path)
     cfg = _checkpoint_config(path, ckpt)
     cfg.model.encoder_weights = None  # every weight comes from the checkpoint
+    if iterations is not None:
+        if cfg.model.regressor != "hkmr":
+            raise ValueError(f"--iterations applies to HKMR checkpoints; {path} is {cfg.model.regressor!r}")
+        cfg.model.regressor_kwargs = {**cfg.model.regressor_kwargs, "inner_iters": iterations[0],
+                                      "outer_iters": iterations[1]}
     model = build_model(cfg.model)
     model.load_state_dict(ckpt["model"])
     return Method(name=name, model=model.to(device).eval(), cfg=cfg, checkpoint=str(path))
+
+
+def iteration_counts(text: str) -> Tuple[int, int]:
+    """'INNERxOUTER', e.g. '2x3' -> (2, 3)."""
+    inner, sep, outer = text.partition("x")
+    if not (sep and inner.isdigit() and outer.isdigit() and int(inner) > 0 and int(outer) > 0):
+        raise argparse.ArgumentTypeError(f"expected INNERxOUTER with positive counts, e.g. 2x3; got {text!r}")
+    return int(inner), int(outer)
+
+
+def load_methods(checkpoints: Sequence[str], names: Sequence[str], device: torch.device,
+                 iterations: Sequence[Tuple[int, int]] = ()) -> List[Method]:
+    """Each checkpoint as trained, then each again at every `iterations` count ('NAME, 2x3 iterations')."""
+    methods = [load_method(c, n, device) for c, n in zip(checkpoints, names)]
+    for counts in iterations:
+        methods += [load_method(c, f"{n}, {counts[0]}x{counts[1]} iterations", device, counts)
+                    for c, n in zip(checkpoints, names)]
+    return methods
 
 
 def build_eval_dataset(spec: str) -> Tuple[str, Dataset]:
@@ -532,6 +560,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--data", action="append", required=True,
                         help="synthetic:DIR or spin:NAME:NPZ:IMGROOT (e.g. spin:h36m-p1:h36m_valid_protocol1.npz:"
                              "IMAGES); repeat for several")
+    parser.add_argument("--iterations", nargs="+", type=iteration_counts, default=[], metavar="INNERxOUTER",
+                        help="also run each HKMR checkpoint with these inner x outer iteration counts, "
+                             "e.g. 2x3 4x1 (the trained network without retraining)")
     parser.add_argument("--occlusion", action="store_true", help="also run the occlusion protocol")
     parser.add_argument("--kinds", nargs="+", default=list(OCCLUDER_KINDS), choices=OCCLUDER_KINDS)
     parser.add_argument("--docs", nargs="+", type=int, default=list(DOC_LEVELS), choices=DOC_LEVELS)
@@ -566,7 +597,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     device = torch.device(args.device)
     names = unique_names(args.checkpoint, args.names)
     datasets = [build_eval_dataset(spec) for spec in args.data]
-    methods = [load_method(c, n, device) for c, n in zip(args.checkpoint, names)]
+    methods = load_methods(args.checkpoint, names, device, args.iterations)
+    names = [m.name for m in methods]
     body_model = load_body_model(args.body_model).to(device).eval()
     smplify = None
     if args.smplify:

@@ -480,16 +480,25 @@ def check_config(cfg: Config, proc: Process) -> None:
     if proc.distributed and cfg.optim.frozen_encoder_stages > 0 and cfg.optim.frozen_steps > 0:
         raise ValueError("unfreezing encoder stages during a distributed run is not supported "
                          "(set optim.frozen_steps=0 to keep them frozen)")
+    if cfg.model.init_ablation and not cfg.model.init_checkpoint:
+        raise ValueError("model.init_ablation needs model.init_checkpoint, the full HKMR it starts from")
 
 
-def load_initial_weights(model: nn.Module, path: str) -> None:
+def load_initial_weights(model: nn.Module, path: str, ablation: bool = False) -> None:
     """Start a fresh run from the network weights of a released model.pt or a run checkpoint
-    (both store them under 'model'); the architecture must match exactly."""
+    (both store them under 'model'); the architecture must match exactly, or with `ablation` be an
+    ablation of the checkpoint's full HKMR (`HKMRRegressor.state_from_full`)."""
+    from training.models.hkmr_regressor import HKMRRegressor
     from training.models.mesh_regressor import read_checkpoint
 
-    state = read_checkpoint(path)
+    state = read_checkpoint(path)["model"]
+    if ablation:
+        if not isinstance(model.regressor, HKMRRegressor):
+            raise ValueError("model.init_ablation starts an ablated HKMR from a full one; "
+                             f"model.regressor is {type(model.regressor).__name__}")
+        state = model.regressor.state_from_full(state, "regressor.")
     try:
-        model.load_state_dict(state["model"])
+        model.load_state_dict(state)
     except RuntimeError as err:
         raise ValueError(f"model.init_checkpoint {path} does not fit model.* of this config: {err}") from None
 
@@ -513,7 +522,7 @@ def build_run(cfg: Config, proc: Process) -> Run:
     device = proc.device
     model = build_model(cfg.model).to(device)
     if cfg.model.init_checkpoint:
-        load_initial_weights(model, cfg.model.init_checkpoint)
+        load_initial_weights(model, cfg.model.init_checkpoint, cfg.model.init_ablation)
     if cfg.optim.channels_last:
         model = model.to(memory_format=torch.channels_last)
     body_model = load_body_model(cfg.model.body_model).to(device)

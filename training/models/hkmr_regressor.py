@@ -139,6 +139,21 @@ class ChainGroup(nn.Module):
             for w, n in zip(weights, self.in_dims):
                 small_xavier_(w, n, self.rot_dim)
 
+    def state_from_full(self, state: Dict[str, torch.Tensor], prefix: str) -> Dict[str, torch.Tensor]:
+        """This group's entries of a full group's state dict (hierarchy, backward passes), ablated to
+        this group: without the hierarchy each joint layer keeps its rows for psi and the latest
+        update (a full layer's first rows, `joint_update`'s order), forward only drops the backward
+        layers. Every other entry is kept as it is."""
+        out = {}
+        for key, value in state.items():
+            name = key[len(prefix):] if key.startswith(prefix) else None
+            if name is not None and name.startswith("backward_") and not self.backward_pass:
+                continue
+            if name is not None and name.split(".")[0] in ("forward_weights", "backward_weights"):
+                value = value[:, : self.in_dims[int(name.split(".")[1])]]
+            out[key] = value
+        return out
+
     def unused_parameter_count(self) -> int:
         """Parameters of padded joint slots, which padding keeps but no chain uses."""
         passes = 2 if self.backward_pass else 1
@@ -362,6 +377,14 @@ class HKMRRegressor(nn.Module):
         # ... and among the unpadded chains concatenated (the reference path).
         chain_order = torch.cat([chain_indices(c) for c in ("root",) + CHILD_CHAIN_NAMES])
         self.register_buffer("joint_to_chain_position", torch.argsort(chain_order), persistent=False)
+
+    def state_from_full(self, state: Dict[str, torch.Tensor], prefix: str = "") -> Dict[str, torch.Tensor]:
+        """A full HKMR's state dict (keys under `prefix`) for this regressor, an ablation of it
+        (`ChainGroup.state_from_full`); the iteration counts need nothing, every iteration uses
+        the same layers. Loading it starts an ablation from a trained network."""
+        for name in ("root_chain", "child_chains"):
+            state = getattr(self, name).state_from_full(state, f"{prefix}{name}.")
+        return state
 
     def forward(self, features: torch.Tensor) -> Dict[str, torch.Tensor]:
         """features `BxF` -> dict of `rotmat` BxTx24x3x3, `pose` BxTx72, `betas` BxTx10, `cam` BxTx3.
