@@ -9,8 +9,8 @@ Two pipelines train the same network (a training config's encoder + HKMR regress
   decoded and augmented at 224 px (`SyntheticDataset`), normalised to float at 224, resized to the
   input side in the step, NCHW, and the full body model (mesh skinning, pose blend shapes) in the loss;
 - after: the pre-rendered store at the input side (`StoreDataset`: uint8 crops, augmented at the
-  input side, normalised in the step), channels-last, the joints-only body path in the loss and the
-  fused AdamW kernel.
+  input side, normalised in the step), channels-last, the joints-only body path in the loss, the
+  fused AdamW kernel and HKMR's collapsed passes (training used the joint-by-joint computation before).
 
 Stages (samples/s, each timed alone, best of `--repeats` after a warm-up): data loading and
 augmentation of a batch (one process), encoder forward + backward, regressor forward + backward,
@@ -86,7 +86,7 @@ class Pipeline:
     """One configuration of the training step, with each stage callable alone."""
 
     def __init__(self, cfg, dataset, body_model, prior, joints_only: bool, channels_last: bool,
-                 fused_adamw: bool):
+                 fused_adamw: bool, collapsed: bool):
         torch.manual_seed(0)
         self.cfg = cfg
         self.dataset = dataset
@@ -102,12 +102,14 @@ class Pipeline:
         else:
             self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
         self.normalisation = encoder_normalisation(cfg.model.encoder)
+        regressor = self.model.regressor
+        self.regress = regressor.forward if collapsed else getattr(regressor, "forward_stepwise", regressor.forward)
         self.offset = 0
         self.sample = collate(dataset, self.batch, 0)
         self.img = network_input(self.sample["img"], cfg.data.image_size, self.normalisation, channels_last)
         with torch.no_grad():
             self.features = self.model.encoder(self.img)
-            self.outputs = {k: v.detach() for k, v in self.model.regressor(self.features).items()}
+            self.outputs = {k: v.detach() for k, v in self.regress(self.features).items()}
 
     def data(self) -> None:
         self.offset += self.batch
@@ -121,7 +123,7 @@ class Pipeline:
     def regressor(self) -> None:
         self.model.zero_grad(set_to_none=True)
         features = self.features.clone().requires_grad_(True)
-        out = self.model.regressor(features)
+        out = self.regress(features)
         (out["rotmat"].sum() + out["betas"].sum() + out["cam"].sum()).backward()
 
     def loss(self) -> None:
@@ -138,7 +140,7 @@ class Pipeline:
         self.offset += self.batch
         batch = collate(self.dataset, self.batch, self.offset)
         img = network_input(batch["img"], self.cfg.data.image_size, self.normalisation, self.channels_last)
-        outputs = self.model(img)
+        outputs = self.regress(self.model.encoder(img))
         total, _ = hkmr_loss(outputs, batch, self.loss_body, self.prior, self.cfg.loss)
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
@@ -176,9 +178,9 @@ def main(argv: List[str] | None = None) -> int:
         shards, store = make_data(Path(tmp), cfg.data.image_size)
         pipelines = {
             "before": Pipeline(cfg, shards, body_model, prior, joints_only=False, channels_last=False,
-                               fused_adamw=False),
+                               fused_adamw=False, collapsed=False),
             "after": Pipeline(cfg, store, body_model, prior, joints_only=True, channels_last=True,
-                              fused_adamw=True),
+                              fused_adamw=True, collapsed=True),
         }
         rates: Dict[str, Dict[str, Dict[str, float]]] = {clock: {name: {} for name in pipelines}
                                                          for clock in ("cpu", "wall")}

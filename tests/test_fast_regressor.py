@@ -48,7 +48,7 @@ def test_collapsed_equals_stepwise_and_the_chain_by_chain_reference(rotation, kw
     x = features()
     with torch.no_grad():
         stepwise = model.forward_stepwise(x)
-        collapsed = model.forward_collapsed(x)
+        collapsed = model.forward(x)
         reference = model.forward_reference(x)
     assert_outputs_close(collapsed, stepwise)
     assert_outputs_close(collapsed, reference)
@@ -63,7 +63,7 @@ def test_collapsed_gradients_equal_stepwise_gradients(rotation, kwargs):
     model = random_hkmr(rotation, **kwargs)
     x = features(batch=3)
     grads = []
-    for forward in (model.forward_stepwise, model.forward_collapsed):
+    for forward in (model.forward_stepwise, model.forward):
         model.zero_grad()
         out = forward(x)
         loss = sum((out[k] - 0.1).square().mean() for k in ("rotmat", "betas", "cam"))
@@ -74,7 +74,7 @@ def test_collapsed_gradients_equal_stepwise_gradients(rotation, kwargs):
         torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-5, rtol=1e-4, msg=name)
 
 
-def test_eval_mode_uses_the_collapsed_passes_and_training_mode_the_stepwise(monkeypatch):
+def test_training_and_eval_mode_use_the_collapsed_passes(monkeypatch):
     model = random_hkmr("6d")
     calls = []
     original = model.root_chain.collapsed_pass
@@ -87,11 +87,15 @@ def test_eval_mode_uses_the_collapsed_passes_and_training_mode_the_stepwise(monk
     x = features()
     model.train()
     model(x)
-    assert calls == []
+    assert set(calls) == {False, True}
+    calls.clear()
     model.eval()
     with torch.no_grad():
         model(x)
-    assert calls and set(calls) == {False, True}
+    assert set(calls) == {False, True}
+    calls.clear()
+    model.forward_stepwise(x)
+    assert calls == []
 
 
 def test_cached_pass_matrices_follow_parameter_changes():

@@ -236,7 +236,7 @@ def test_forward_only_ablation_has_no_backward_layers_and_changes_the_output(mon
 
     monkeypatch.setattr(forward_only.root_chain, "pass_updates", spy)
     x = features()
-    assert not torch.allclose(forward_only(x)["pose"], full(x)["pose"])
+    assert not torch.allclose(forward_only.forward_stepwise(x)["pose"], full.forward_stepwise(x)["pose"])
     assert directions == [False] * (forward_only.inner_iters * forward_only.outer_iters)
 
 
@@ -439,7 +439,7 @@ def test_no_hierarchy_started_from_full_weights_drops_only_the_older_updates():
             for weights in (group.forward_weights, group.backward_weights):
                 for w in weights:
                     w[:, EMBED + 6:] = 0.0
-        for mode in ("forward_stepwise", "forward_collapsed"):
+        for mode in ("forward_stepwise", "forward"):
             torch.testing.assert_close(getattr(ablated, mode)(features)["pose"], getattr(full, mode)(features)["pose"])
 
 

@@ -31,10 +31,10 @@ one matrix on [psi, 1] (`ChainGroup.collapsed_pass`), so an inner iteration cost
 (differentiably, a few tiny matmuls; reused while the parameters do not change when autograd is
 off) and in an exported graph they fold into constants. The collapsed path also projects Phi for
 all chains as one 2-D GEMM and computes Phi's part of the shape and camera networks once, not per
-outer iteration. In training mode `forward` keeps the joint-by-joint computation (same numbers to
-the last bit as before, so a resumed run continues exactly); in eval mode it uses the collapsed
-passes (equal to float rounding, ~1e-6). `forward_stepwise` and `forward_collapsed` force one or
-the other.
+outer iteration. `forward` uses the collapsed passes in training too (equal to the joint-by-joint
+computation to float rounding, ~1e-6, gradients included; a training step's regressor forward and
+backward pass about 1.7x faster on a CPU). `forward_stepwise` is the joint-by-joint computation,
+the reference.
 """
 from __future__ import annotations
 
@@ -389,17 +389,13 @@ class HKMRRegressor(nn.Module):
     def forward(self, features: torch.Tensor) -> Dict[str, torch.Tensor]:
         """features `BxF` -> dict of `rotmat` BxTx24x3x3, `pose` BxTx72, `betas` BxTx10, `cam` BxTx3.
 
-        Joint by joint in training mode, collapsed passes in eval mode (see the module docstring).
+        With collapsed passes (see the module docstring).
         """
-        return self._regress(features, batched_chains=True, collapsed=not self.training)
+        return self._regress(features, batched_chains=True, collapsed=True)
 
     def forward_stepwise(self, features: torch.Tensor) -> Dict[str, torch.Tensor]:
         """As `forward`, joint by joint whatever the mode (the straightforward computation)."""
         return self._regress(features, batched_chains=True, collapsed=False)
-
-    def forward_collapsed(self, features: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """As `forward`, with collapsed passes whatever the mode (differentiable)."""
-        return self._regress(features, batched_chains=True, collapsed=True)
 
     def forward_reference(self, features: torch.Tensor) -> Dict[str, torch.Tensor]:
         """As `forward`, with a plain loop over the five child chains (no padding); for tests."""
@@ -408,10 +404,9 @@ class HKMRRegressor(nn.Module):
     def final_estimate(self, features: torch.Tensor) -> Dict[str, torch.Tensor]:
         """The last outer iteration only, as exported: `pose_state` Bx24xR, `betas` Bx10, `cam` Bx3.
 
-        Same computation as `forward` (collapsed in eval mode) without the rotation conversions of
-        the earlier iterations.
+        Same computation as `forward` without the rotation conversions of the earlier iterations.
         """
-        states, betas, cams = self._iterate(features, batched_chains=True, collapsed=not self.training)
+        states, betas, cams = self._iterate(features, batched_chains=True, collapsed=True)
         return {"pose_state": states[-1], "betas": betas[-1], "cam": cams[-1]}
 
     def _head_feature_terms(self, features: torch.Tensor) -> tuple:
