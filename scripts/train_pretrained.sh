@@ -167,9 +167,10 @@ variant inner2 "inner_iters: 2, outer_iters: 3" &
 variant outer1 "inner_iters: 4, outer_iters: 1" &
 wait
 "$PY" -m training.evaluate --names "HKMR" "HKMR seed 7" "no joint hierarchy" "forward only" "2 inner" "1 outer" \
-  --checkpoint "$(last "$RUNS/finetune_hkmr")" --checkpoint "$(last "$RUNS/finetune_hkmr_seed7")" \
-  --checkpoint "$(last "$RUNS/finetune_no_hierarchy")" --checkpoint "$(last "$RUNS/finetune_forward_only")" \
-  --checkpoint "$(last "$RUNS/finetune_inner2")" --checkpoint "$(last "$RUNS/finetune_outer1")" \
+  "HKMR stage 4, not fine-tuned" --checkpoint "$(last "$RUNS/finetune_hkmr")" \
+  --checkpoint "$(last "$RUNS/finetune_hkmr_seed7")" --checkpoint "$(last "$RUNS/finetune_no_hierarchy")" \
+  --checkpoint "$(last "$RUNS/finetune_forward_only")" --checkpoint "$(last "$RUNS/finetune_inner2")" \
+  --checkpoint "$(last "$RUNS/finetune_outer1")" --checkpoint "$(last "$RUNS/lite0_hkmr_stage4")" \
   --data "synthetic:$DATA/synthetic/test" --workers 1 --out outputs/eval_ablation_full_budget
 "$PY" -m training.evaluate --names "HKMR stage 4" --checkpoint "$(last "$RUNS/lite0_hkmr_stage4")" \
   --iterations 2x3 1x3 4x2 4x1 --data "synthetic:$DATA/synthetic/test" --workers 1 \
