@@ -154,8 +154,8 @@ ablate() {  # ablate NAME [--set ...]: the fourth stage's weights fine-tuned as 
   continue_stage "$RUNS/finetune_$name" training/configs/lite0_store_hkmr_ablation.yaml "$STORE6" \
     "$(last "$RUNS/lite0_hkmr_stage4")" "$@"
 }
-variant() {  # variant NAME KWARGS: an ablation started from the full network's layers
-  ablate "$1" --set model.init_ablation=true --set "model.regressor_kwargs={$2}"
+variant() {  # variant NAME KWARGS [--set ...]: an ablation started from the full network's layers
+  ablate "$1" --set model.init_ablation=true --set "model.regressor_kwargs={$2}" "${@:3}"
 }
 ablate hkmr &
 ablate hkmr_seed7 --set seed=7 &
@@ -166,12 +166,16 @@ wait
 variant inner2 "inner_iters: 2, outer_iters: 3" &
 variant outer1 "inner_iters: 4, outer_iters: 1" &
 wait
-"$PY" -m training.evaluate --names "HKMR" "HKMR seed 7" "no joint hierarchy" "forward only" "2 inner" "1 outer" \
-  "HKMR stage 4, not fine-tuned" --checkpoint "$(last "$RUNS/finetune_hkmr")" \
-  --checkpoint "$(last "$RUNS/finetune_hkmr_seed7")" --checkpoint "$(last "$RUNS/finetune_no_hierarchy")" \
-  --checkpoint "$(last "$RUNS/finetune_forward_only")" --checkpoint "$(last "$RUNS/finetune_inner2")" \
-  --checkpoint "$(last "$RUNS/finetune_outer1")" --checkpoint "$(last "$RUNS/lite0_hkmr_stage4")" \
-  --data "synthetic:$DATA/synthetic/test" --workers 1 --out outputs/eval_ablation_full_budget
+# a third control and second seeds of the iteration counts, three at a time
+ablate hkmr_seed8 --set seed=8 &
+variant inner2_seed7 "inner_iters: 2, outer_iters: 3" --set seed=7 &
+variant outer1_seed7 "inner_iters: 4, outer_iters: 1" --set seed=7 &
+wait
+names=(hkmr hkmr_seed7 hkmr_seed8 no_hierarchy forward_only inner2 inner2_seed7 outer1 outer1_seed7)
+checkpoints=(); for name in "${names[@]}"; do checkpoints+=(--checkpoint "$(last "$RUNS/finetune_$name")"); done
+"$PY" -m training.evaluate --names "${names[@]}" "HKMR stage 4, not fine-tuned" "${checkpoints[@]}" \
+  --checkpoint "$(last "$RUNS/lite0_hkmr_stage4")" --data "synthetic:$DATA/synthetic/test" --workers 1 \
+  --out outputs/eval_ablation_full_budget
 "$PY" -m training.evaluate --names "HKMR stage 4" --checkpoint "$(last "$RUNS/lite0_hkmr_stage4")" \
   --iterations 2x3 1x3 4x2 4x1 --data "synthetic:$DATA/synthetic/test" --workers 1 \
   --out outputs/eval_iterations_stage4
