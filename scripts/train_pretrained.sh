@@ -166,12 +166,16 @@ wait
 variant inner2 "inner_iters: 2, outer_iters: 3" &
 variant outer1 "inner_iters: 4, outer_iters: 1" &
 wait
-# a third control and second seeds of the iteration counts, three at a time
+# a third control and a second seed of every ablation
 ablate hkmr_seed8 --set seed=8 &
 variant inner2_seed7 "inner_iters: 2, outer_iters: 3" --set seed=7 &
 variant outer1_seed7 "inner_iters: 4, outer_iters: 1" --set seed=7 &
 wait
-names=(hkmr hkmr_seed7 hkmr_seed8 no_hierarchy forward_only inner2 inner2_seed7 outer1 outer1_seed7)
+variant no_hierarchy_seed7 "inner_iters: 4, outer_iters: 3, joint_hierarchy: false" --set seed=7 &
+variant forward_only_seed7 "inner_iters: 4, outer_iters: 3, backward_pass: false" --set seed=7 &
+wait
+names=(hkmr hkmr_seed7 hkmr_seed8 no_hierarchy no_hierarchy_seed7 forward_only forward_only_seed7 inner2 inner2_seed7
+       outer1 outer1_seed7)
 checkpoints=(); for name in "${names[@]}"; do checkpoints+=(--checkpoint "$(last "$RUNS/finetune_$name")"); done
 "$PY" -m training.evaluate --names "${names[@]}" "HKMR stage 4, not fine-tuned" "${checkpoints[@]}" \
   --checkpoint "$(last "$RUNS/lite0_hkmr_stage4")" --data "synthetic:$DATA/synthetic/test" --workers 1 \
