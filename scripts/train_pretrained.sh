@@ -143,8 +143,8 @@ run "$RUNS/lite0_discriminator" $HKMR --set prior.kind=discriminator
   --data "synthetic:$DATA/synthetic/test" --workers 1 --out outputs/eval_pretrained_ablation
 
 # Ablations at the full budget: the default weights (the fourth stage) fine-tuned 1,250 more steps on
-# people no stage has seen (seed 6), unchanged (two seeds: the noise of this protocol) and with one
-# ingredient of the regressor removed (model.init_ablation), two runs at a time; then the default
+# people no stage has seen (seed 6), unchanged (three seeds: the noise of this protocol) and with one
+# ingredient of the regressor removed (model.init_ablation, two seeds each); then the default
 # weights run at fewer iterations without retraining (--iterations)
 STORE6="$DATA/store/train_s6_128_bystanders"
 "$PY" -m training.datasets.store render --out "$STORE6" --num 32000 --seed 6 --image-size 128 --bystanders 0.5 \

@@ -146,11 +146,11 @@ class ChainGroup(nn.Module):
         layers. Every other entry is kept as it is."""
         out = {}
         for key, value in state.items():
-            name = key[len(prefix):] if key.startswith(prefix) else None
-            if name is not None and name.startswith("backward_") and not self.backward_pass:
+            layers, _, index = (key[len(prefix):] if key.startswith(prefix) else "").partition(".")
+            if layers.startswith("backward_") and not self.backward_pass:
                 continue
-            if name is not None and name.split(".")[0] in ("forward_weights", "backward_weights"):
-                value = value[:, : self.in_dims[int(name.split(".")[1])]]
+            if layers in ("forward_weights", "backward_weights"):
+                value = value[:, : self.in_dims[int(index)]]
             out[key] = value
         return out
 
