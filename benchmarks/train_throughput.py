@@ -10,7 +10,9 @@ Two pipelines train the same network (a training config's encoder + HKMR regress
   input side in the step, NCHW, and the full body model (mesh skinning, pose blend shapes) in the loss;
 - after: the pre-rendered store at the input side (`StoreDataset`: uint8 crops, augmented at the
   input side, normalised in the step), channels-last, the joints-only body path in the loss, the
-  fused AdamW kernel and HKMR's collapsed passes (training used the joint-by-joint computation before).
+  fused AdamW kernel, HKMR's collapsed passes (training used the joint-by-joint computation before)
+  and the 5x5 depthwise convolutions' weight gradients as grouped convolutions
+  (`training/models/depthwise.py`).
 
 Stages (samples/s, each timed alone, best of `--repeats` after a warm-up): data loading and
 augmentation of a batch (one process), encoder forward + backward, regressor forward + backward,
@@ -38,6 +40,7 @@ import training.body.pose_sampler  # noqa: E402,F401  (roma before any EGL conte
 from training.config import load_config  # noqa: E402
 from training.datasets.augment import Augmentation  # noqa: E402
 from training.losses import hkmr_loss  # noqa: E402
+from training.models.depthwise import use_grouped_weight_grad  # noqa: E402
 from training.models.encoders import encoder_normalisation  # noqa: E402
 from training.models.mesh_regressor import build_model  # noqa: E402
 from training.train import build_adamw, build_prior, loss_body_model, network_input  # noqa: E402
@@ -86,7 +89,7 @@ class Pipeline:
     """One configuration of the training step, with each stage callable alone."""
 
     def __init__(self, cfg, dataset, body_model, prior, joints_only: bool, channels_last: bool,
-                 fused_adamw: bool, collapsed: bool):
+                 fused_adamw: bool, collapsed: bool, grouped_depthwise: bool):
         torch.manual_seed(0)
         self.cfg = cfg
         self.dataset = dataset
@@ -95,6 +98,8 @@ class Pipeline:
         self.model = build_model(cfg.model).train()
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        if grouped_depthwise:
+            use_grouped_weight_grad(self.model)
         self.loss_body = loss_body_model(body_model, joints_only)
         self.prior = prior
         if fused_adamw:
@@ -178,9 +183,9 @@ def main(argv: List[str] | None = None) -> int:
         shards, store = make_data(Path(tmp), cfg.data.image_size)
         pipelines = {
             "before": Pipeline(cfg, shards, body_model, prior, joints_only=False, channels_last=False,
-                               fused_adamw=False, collapsed=False),
+                               fused_adamw=False, collapsed=False, grouped_depthwise=False),
             "after": Pipeline(cfg, store, body_model, prior, joints_only=True, channels_last=True,
-                              fused_adamw=True, collapsed=True),
+                              fused_adamw=True, collapsed=True, grouped_depthwise=True),
         }
         rates: Dict[str, Dict[str, Dict[str, float]]] = {clock: {name: {} for name in pipelines}
                                                          for clock in ("cpu", "wall")}

@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from hkmr_ros.skeleton import SMPL_FLIP_PERMUTATION, SMPL_JOINT_NAMES
 from training.datasets.augment import (IMAGENET_MEAN, IMAGENET_STD, SPIN24_FLIP_PERMUTATION,
                                        SPIN24_JOINT_NAMES, Augmentation, AugmentationParams,
-                                       flip_pose, inplane_rotation)
+                                       flip_pose, inplane_rotation, jitter_colour)
 from training.datasets.mixed import MixedDataset
 from training.datasets.spin_npz import SPIN_DATASETS, SpinNpzDataset, spin_dataset_paths
 
@@ -370,3 +370,14 @@ def test_mixed_real_data_is_reproducible_under_a_distributed_sampler(spin_root):
         if "img" in a:  # the real source: same augmentation from (seed, epoch, index)
             assert torch.equal(a["img"], b["img"]) and a["dataset_name"] == "lsp-orig"
     assert any("img" in mixed[i] for i in range(8))
+
+
+def test_colour_jitter_is_the_rounded_clipped_product_per_pixel():
+    rng = np.random.default_rng(4)
+    for _ in range(20):
+        img = rng.integers(0, 256, (17, 23, 3), dtype=np.uint8)
+        noise = rng.uniform(0.5, 1.5, 3)
+        want = np.clip(np.rint(img.astype(np.float32) * noise.astype(np.float32)), 0, 255).astype(np.uint8)
+        np.testing.assert_array_equal(jitter_colour(img, noise), want)
+    mirrored = img[:, ::-1]  # a strided view, as after a flip
+    np.testing.assert_array_equal(jitter_colour(mirrored, noise), jitter_colour(mirrored.copy(), noise))

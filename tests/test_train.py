@@ -322,3 +322,13 @@ def test_init_ablation_starts_an_ablated_hkmr_from_full_weights(tiny, tmp_path):
                       f"model.init_checkpoint={first.checkpoint}")
     with pytest.raises(ValueError, match="ablated HKMR"):
         train(hmr, tmp_path / "d")
+
+
+@pytest.mark.parametrize("grouped", [True, False])
+def test_cpu_runs_switch_large_depthwise_convolutions(tiny, grouped):
+    from training.models.depthwise import GroupedWeightGradDepthwiseConv2d
+    from training.train import Process, build_run
+
+    run = build_run(tiny_config(tiny, f"optim.grouped_depthwise_grad={str(grouped).lower()}"), Process())
+    switched = sum(type(m) is GroupedWeightGradDepthwiseConv2d for m in run.model.modules())
+    assert switched == (6 if grouped else 0)  # MobileNetV3-large's 5x5 depthwise convolutions

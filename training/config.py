@@ -75,6 +75,8 @@ class OptimConfig:
     frozen_encoder_stages: int = 0  # first encoder stages frozen (encoders.encoder_stages)
     frozen_steps: int = 0  # ... for this many steps; 0 = the whole run
     channels_last: bool = False  # NHWC images and encoder (faster convolutions on CPUs)
+    # on a CPU, 5x5 depthwise weight gradients as one grouped convolution (training/models/depthwise.py)
+    grouped_depthwise_grad: bool = True
     threads: int = 0  # torch intra-op threads; 0 = torch's default
 
 

@@ -512,6 +512,7 @@ def build_adamw(params, lr: float, cfg: OptimConfig) -> torch.optim.AdamW:
 def build_run(cfg: Config, proc: Process) -> Run:
     """Network, body model, prior, optimisers and SMPLify of a fresh run (seeded)."""
     from training.body.body_model import load_body_model
+    from training.models.depthwise import use_grouped_weight_grad
     from training.models.encoders import encoder_normalisation
     from training.models.mesh_regressor import build_model
 
@@ -525,6 +526,8 @@ def build_run(cfg: Config, proc: Process) -> Run:
         load_initial_weights(model, cfg.model.init_checkpoint, cfg.model.init_ablation)
     if cfg.optim.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if cfg.optim.grouped_depthwise_grad and device.type == "cpu":
+        use_grouped_weight_grad(model)
     body_model = load_body_model(cfg.model.body_model).to(device)
     body_model.requires_grad_(False)
     prior_encoder, discriminator = build_prior(cfg, device)

@@ -226,19 +226,16 @@ class ChainGroup(nn.Module):
                       backward: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """The composition behind `collapsed_pass`."""
         d, r = self.embed_dim, self.rot_dim
-        mats: List[torch.Tensor] = []  # A_i, each Cxdxr
-        offsets: List[torch.Tensor] = []  # c_i, each Cx1xr
+        maps: List[torch.Tensor] = []  # [A_i; c_i], each Cx(d+1)xr: one product composes both
         for i in range(length):
             weight = weights[i][chains]
-            mat, offset = weight[:, :d], biases[i][chains]
+            affine = torch.cat([weight[:, :d], biases[i][chains]], dim=1)
             earlier = range(i - 1, -1, -1) if self.joint_hierarchy else range(i - 1, max(i - 2, -1), -1)
             for k, j in enumerate(earlier):  # rows d + k*r.. read dtheta_j, the (k+1)-th most recent
-                block = weight[:, d + k * r: d + (k + 1) * r]
-                mat = mat + torch.bmm(mats[j], block)
-                offset = offset + torch.bmm(offsets[j], block)
-            mats.append(mat)
-            offsets.append(offset)
-        mat, offset = torch.stack(mats, dim=2), torch.stack(offsets, dim=2)  # CxdxKxr, Cx1xKxr
+                affine = torch.baddbmm(affine, maps[j], weight[:, d + k * r: d + (k + 1) * r])
+            maps.append(affine)
+        stacked = torch.stack(maps, dim=2)  # Cx(d+1)xKxr
+        mat, offset = stacked[:, :d], stacked[:, d:]  # CxdxKxr, Cx1xKxr
         if backward:
             mat, offset = torch.matmul(reverse, mat), torch.matmul(reverse, offset)
         if mask is not None:
