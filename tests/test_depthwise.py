@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from training.models.depthwise import (GroupedWeightGradDepthwiseConv2d, depthwise_weight_grad,
-                                       is_large_depthwise, use_grouped_weight_grad)
+                                       grouped_grad_pays, is_large_depthwise, use_grouped_weight_grad)
 from training.models.encoders import build_encoder
 
 # (channels, side, kernel, stride, padding, bias): odd and even sides, strides 1 and 2, no padding
@@ -34,6 +34,7 @@ def test_gradients_equal_nn_conv2d(channels, side, kernel, stride, padding, bias
     assert use_grouped_weight_grad(grouped, min_kernel=1) == 1
     assert type(grouped) is GroupedWeightGradDepthwiseConv2d
     grad_out = torch.randn_like(reference(x))
+    assert "GroupedWeightGradConv" in grouped(x.clone().requires_grad_(True)).grad_fn.name()
     for got, want in zip(gradients(grouped, x, grad_out), gradients(reference, x, grad_out)):
         if want is None:
             assert got is None
@@ -65,6 +66,18 @@ def test_only_large_plain_depthwise_convolutions_switch():
     assert not is_large_depthwise(nn.Conv2d(8, 8, 5, groups=8, dilation=2))
     assert not is_large_depthwise(nn.Conv2d(8, 8, 5, groups=8, padding="same"))
     assert not is_large_depthwise(nn.Conv2d(8, 8, 5, groups=8, padding=2, padding_mode="reflect"))
+
+
+def test_strided_layers_with_a_large_output_keep_aten():
+    conv = nn.Conv2d(8, 8, 5, 2, 0, groups=8, bias=False)
+    assert grouped_grad_pays(conv, (15, 15))  # 6x6 out
+    assert not grouped_grad_pays(conv, (35, 35))  # 16x16 out: aten is faster
+    assert grouped_grad_pays(nn.Conv2d(8, 8, 5, 1, 2, groups=8), (64, 64))
+    use_grouped_weight_grad(conv)
+    out = conv(torch.randn(2, 8, 35, 35))
+    assert "GroupedWeightGradConv" not in out.grad_fn.name()
+    out.sum().backward()
+    assert conv.weight.grad is not None
 
 
 @pytest.mark.parametrize("name,side,switched", [("mobilenet_v3_small", 64, 8), ("efficientnet_lite0", 64, 9)])

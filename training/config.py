@@ -77,6 +77,8 @@ class OptimConfig:
     channels_last: bool = False  # NHWC images and encoder (faster convolutions on CPUs)
     # on a CPU, 5x5 depthwise weight gradients as one grouped convolution (training/models/depthwise.py)
     grouped_depthwise_grad: bool = True
+    # on a CPU, glibc keeps freed memory for reuse instead of faulting it in anew (training/allocator.py)
+    keep_freed_memory: bool = True
     threads: int = 0  # torch intra-op threads; 0 = torch's default
 
 

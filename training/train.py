@@ -512,6 +512,7 @@ def build_adamw(params, lr: float, cfg: OptimConfig) -> torch.optim.AdamW:
 def build_run(cfg: Config, proc: Process) -> Run:
     """Network, body model, prior, optimisers and SMPLify of a fresh run (seeded)."""
     from training.body.body_model import load_body_model
+    from training.allocator import keep_freed_memory
     from training.models.depthwise import use_grouped_weight_grad
     from training.models.encoders import encoder_normalisation
     from training.models.mesh_regressor import build_model
@@ -519,6 +520,8 @@ def build_run(cfg: Config, proc: Process) -> Run:
     check_config(cfg, proc)
     if cfg.optim.threads > 0:
         torch.set_num_threads(cfg.optim.threads)
+    if cfg.optim.keep_freed_memory and proc.device.type == "cpu":
+        keep_freed_memory()
     seed_everything(cfg.seed)
     device = proc.device
     model = build_model(cfg.model).to(device)

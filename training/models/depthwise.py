@@ -1,13 +1,14 @@
 """Depthwise convolutions whose weight gradient is computed as one grouped convolution.
 
-On a CPU, the weight gradient of a 5x5 depthwise convolution is oneDNN's slowest step in training
-MobileNetV3 or EfficientNet-Lite: 10-25x the forward pass (a 576-channel 3x3 map at batch 32: 3.6 ms
-against 0.13 ms). The same gradient is a correlation of each image's channel with its own output
-gradient, summed over the batch, which is a depthwise convolution over batch x channels that oneDNN
-runs fast. `use_grouped_weight_grad` switches a model's large-kernel depthwise convolutions to it;
-the forward pass, the input gradient and the parameters (state dict keys included) are unchanged,
-and the gradients equal aten's to float rounding (tests/test_depthwise.py). For 3x3 kernels aten is
-faster, so they are left alone.
+On a CPU, the weight gradient of a 5x5 depthwise convolution on a small map is oneDNN's slowest
+step in training MobileNetV3 or EfficientNet-Lite: several times the forward pass. The same
+gradient is a correlation of each image's channel with its own output gradient, summed over the
+batch, which is a depthwise convolution over batch x channels that oneDNN runs fast.
+`use_grouped_weight_grad` switches a model's 5x5 (and larger) depthwise convolutions to it; the
+forward pass, the input gradient and the parameters (state dict keys included) are unchanged, and
+the gradients equal aten's to float rounding (tests/test_depthwise.py). Where aten is as fast or
+faster (3x3 kernels, strided layers with a large output) aten's gradient is kept;
+`benchmarks/depthwise_grad.py` measures both per layer (docs/performance.md).
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-MIN_KERNEL = 5  # measured: the grouped weight gradient is 2-6x faster from 5x5, slower at 3x3
+MIN_KERNEL = 5  # measured (benchmarks/depthwise_grad.py): slower than aten at 3x3
+MAX_STRIDED_OUTPUT = 6  # ... and for strided layers with a larger output side
 
 
 def depthwise_weight_grad(x: torch.Tensor, grad_out: torch.Tensor, kernel: Tuple[int, int],
@@ -66,9 +68,18 @@ class GroupedWeightGradDepthwiseConv2d(nn.Conv2d):
     `GroupedWeightGradConv`; without gradients it is nn.Conv2d."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() and self.weight.requires_grad:
+        if torch.is_grad_enabled() and self.weight.requires_grad and grouped_grad_pays(self, x.shape[-2:]):
             return GroupedWeightGradConv.apply(x, self.weight, self.bias, self.stride, self.padding)
         return super().forward(x)
+
+
+def grouped_grad_pays(conv: nn.Conv2d, side: Tuple[int, int]) -> bool:
+    """Whether the grouped weight gradient is the faster one for `conv` on an input of `side`
+    (HxW): stride 1, or a strided output of at most MAX_STRIDED_OUTPUT pixels a side."""
+    if conv.stride == (1, 1):
+        return True
+    out = [(n + 2 * p - k) // s + 1 for n, p, k, s in zip(side, conv.padding, conv.kernel_size, conv.stride)]
+    return max(out) <= MAX_STRIDED_OUTPUT
 
 
 def is_large_depthwise(module: nn.Module, min_kernel: int = MIN_KERNEL) -> bool:
