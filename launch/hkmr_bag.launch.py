@@ -37,6 +37,8 @@ ARGS = [
     ("node_name", "hkmr", "node name"),
 ]
 
+ROS2BAG_START_DELAY_S = "3.0"  # the node is active within about a second on a 2-core CPU
+
 
 def _player(context):
     c = {name: LaunchConfiguration(name).perform(context) for name, _, _ in ARGS}
@@ -44,7 +46,9 @@ def _player(context):
         raise RuntimeError("hkmr_bag.launch.py needs bag:=PATH")
     node = "/" + c["node_name"]
     if c["player"] == "ros2bag":
-        cmd = (["ros2", "bag", "play", c["bag"], "--rate", c["rate"]] + (["--loop"] if c["loop"] == "true" else [])
+        # without a loop, wait for the node to come up (ros2 bag play publishes at once)
+        cmd = (["ros2", "bag", "play", c["bag"], "--rate", c["rate"]]
+               + (["--loop"] if c["loop"] == "true" else ["--delay", ROS2BAG_START_DELAY_S])
                + (["--clock"] if c["use_sim_time"] == "true" else []))
         play = ExecuteProcess(cmd=cmd, output="screen")
     elif c["player"] == "hkmr":
