@@ -57,8 +57,8 @@ def main(argv: List[str] | None = None) -> int:
     encoder = build_encoder(args.encoder).train().to(memory_format=torch.channels_last)
     inputs: Dict[nn.Module, torch.Tensor] = {}
 
-    def keep_input(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
-        inputs[module] = args[0].detach()
+    def keep_input(module: nn.Module, layer_inputs: tuple, output: torch.Tensor) -> None:
+        inputs[module] = layer_inputs[0].detach()
 
     hooks = [m.register_forward_hook(keep_input) for m in encoder.modules() if is_large_depthwise(m, args.min_kernel)]
     with torch.no_grad():

@@ -24,7 +24,7 @@ TOP_PAD = 2**28  # the heap grows by 256 MB at a time (address space; pages are 
 
 def keep_freed_memory() -> bool:
     """Serve every allocation from the heap and never trim it (glibc only; elsewhere nothing is
-    changed). True when glibc accepted both settings."""
+    changed). True when glibc accepted all three settings."""
     if platform.libc_ver()[0] != "glibc":
         return False
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

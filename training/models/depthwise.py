@@ -65,7 +65,7 @@ class GroupedWeightGradConv(torch.autograd.Function):
 
 class GroupedWeightGradDepthwiseConv2d(nn.Conv2d):
     """nn.Conv2d with groups == in == out channels, training its weight through
-    `GroupedWeightGradConv`; without gradients it is nn.Conv2d."""
+    `GroupedWeightGradConv` where `grouped_grad_pays`; elsewhere, and without gradients, it is nn.Conv2d."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() and self.weight.requires_grad and grouped_grad_pays(self, x.shape[-2:]):
